@@ -1,0 +1,44 @@
+"""MasaCtrl engine: mutual self-attention control for ldm/sgm U-Nets.
+
+Host-independent: it imports torch, einops and numpy only, never the WebUI's ``modules``, and
+importing it changes nothing. A host builds :class:`MasaCtrlSettings`, calls :func:`attach` on
+its U-Net, reports each denoiser call with :meth:`MasaCtrlController.begin_step`, and detaches.
+"""
+
+from .controller import ControlStats, MasaCtrlController
+from .layers import Layer, LayerMap
+from .layout import COND, UNCOND, CallPlan, LayoutError, Row, StepLayout, pair_halves
+from .patching import Attachment, attach, detach_all
+from .settings import (
+    DEFAULT_START_LAYER_SD,
+    DEFAULT_START_LAYER_SDXL,
+    DEFAULT_START_STEP,
+    MasaCtrlSettings,
+    Mode,
+    Schedule,
+    SettingsError,
+)
+
+__all__ = [
+    "COND",
+    "UNCOND",
+    "Attachment",
+    "CallPlan",
+    "ControlStats",
+    "DEFAULT_START_LAYER_SD",
+    "DEFAULT_START_LAYER_SDXL",
+    "DEFAULT_START_STEP",
+    "Layer",
+    "LayerMap",
+    "LayoutError",
+    "MasaCtrlController",
+    "MasaCtrlSettings",
+    "Mode",
+    "Row",
+    "Schedule",
+    "SettingsError",
+    "StepLayout",
+    "attach",
+    "detach_all",
+    "pair_halves",
+]

@@ -1,0 +1,174 @@
+"""Install and remove MasaCtrl on a U-Net, leaving every module exactly as it was found.
+
+Two things are installed, both removable without trace:
+
+- on each controlled layer's attn1, a per-instance ``forward`` that hands the call to the
+  controller. The forward it wraps is looked up at call time (the instance's previous ``forward``
+  if it had one, else the class's current one), so an attention optimisation the host swaps in on
+  the class later is still the one that runs;
+- on the U-Net, a forward pre-hook that tells the controller how many rows each call holds. A
+  pre-hook runs whatever replaced the U-Net's ``forward`` (ControlNet does), which a patched
+  ``forward`` would not.
+
+Every installed object carries :data:`PATCH_MARKER`, so :func:`detach_all` finds leftovers of a
+run that never reached its cleanup, even after the extension's scripts were reloaded.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, List, Optional
+
+import torch
+from torch import nn
+
+from .controller import MasaCtrlController
+from .layers import LayerMap
+from .settings import MasaCtrlSettings
+
+logger = logging.getLogger("masactrl")
+
+PATCH_MARKER = "__masactrl_patch__"
+
+
+class _Attn1Forward:
+    """The per-instance ``forward`` of a controlled attn1 module."""
+
+    def __init__(self, module: nn.Module, layer: int, controller: MasaCtrlController) -> None:
+        setattr(self, PATCH_MARKER, True)
+        self.module = module
+        self.layer = layer
+        self.controller: Optional[MasaCtrlController] = controller
+        self.previous: Optional[Callable[..., Any]] = module.__dict__.get("forward")
+
+    def wrapped(self) -> Callable[..., Any]:
+        if self.previous is not None:
+            return self.previous
+        return type(self.module).forward.__get__(self.module)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        controller = self.controller
+        if controller is None:
+            return self.wrapped()(*args, **kwargs)
+        return controller.attention(self.layer, self.wrapped(), args, kwargs)
+
+    def remove(self) -> bool:
+        """Restore the module's previous ``forward``. If someone else wrapped this patch since,
+        it cannot be taken out from under them: it is made transparent instead and the next
+        :func:`detach_all` removes it once it is on top again."""
+        self.controller = None
+        if self.module.__dict__.get("forward") is not self:
+            return False
+        if self.previous is None:
+            del self.module.forward
+        else:
+            self.module.forward = self.previous
+        return True
+
+
+class _RowCounter:
+    """U-Net forward pre-hook: reports each call's row count to the controller."""
+
+    def __init__(self, controller: MasaCtrlController) -> None:
+        setattr(self, PATCH_MARKER, True)
+        self.controller: Optional[MasaCtrlController] = controller
+
+    def __call__(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        controller = self.controller
+        if controller is None:
+            return None
+        x = args[0] if args else kwargs.get("x")
+        if isinstance(x, torch.Tensor):
+            controller.begin_unet_call(x.shape[0])
+        return None
+
+
+def _is_patch(obj: Any) -> bool:
+    return getattr(obj, PATCH_MARKER, False) is True
+
+
+class Attachment:
+    """MasaCtrl installed on one U-Net. Use as a context manager or call :meth:`detach`."""
+
+    def __init__(self, unet: nn.Module, layer_map: LayerMap, controller: MasaCtrlController) -> None:
+        self.unet = unet
+        self.layer_map = layer_map
+        self.controller = controller
+        self._patches: List[_Attn1Forward] = []
+        self._hook = None
+
+    def _install(self) -> None:
+        counter = _RowCounter(self.controller)
+        self._hook = self.unet.register_forward_pre_hook(counter, with_kwargs=True)
+        for layer in self.layer_map:
+            if layer.self_attention and self.controller.schedule.controls_layer(layer.index):
+                patch = _Attn1Forward(layer.attn1, layer.index, self.controller)
+                layer.attn1.forward = patch
+                self._patches.append(patch)
+
+    @property
+    def attached(self) -> bool:
+        return self._hook is not None
+
+    def detach(self) -> None:
+        """Remove everything :func:`attach` installed. Safe to call more than once."""
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+        buried = [patch for patch in self._patches if not patch.remove()]
+        if buried:
+            logger.debug("MasaCtrl: %d attn1 patches were wrapped by another extension; left transparent", len(buried))
+        self._patches.clear()
+        self.controller.close()
+
+    def __enter__(self) -> "Attachment":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.detach()
+
+
+def detach_all(unet: nn.Module) -> int:
+    """Remove every MasaCtrl patch found on ``unet`` (including ones from a run that crashed or
+    from before a script reload). Returns how many were removed."""
+    removed = 0
+    for module in unet.modules():
+        forward = module.__dict__.get("forward")
+        while _is_patch(forward):
+            forward.remove()
+            removed += 1
+            forward = module.__dict__.get("forward")
+        for key, hook in list(module._forward_pre_hooks.items()):
+            if _is_patch(hook):
+                hook.controller = None
+                del module._forward_pre_hooks[key]
+                module._forward_pre_hooks_with_kwargs.pop(key, None)
+                removed += 1
+    return removed
+
+
+def attach(
+    unet: nn.Module,
+    settings: MasaCtrlSettings,
+    total_steps: Optional[int] = None,
+    layer_map: Optional[LayerMap] = None,
+) -> Attachment:
+    """Validate ``settings`` for this U-Net and install MasaCtrl on it.
+
+    Raises :class:`~lib_masactrl.settings.SettingsError` before touching the U-Net if the
+    settings do not fit it. Patches left on the U-Net by an earlier attachment are removed first,
+    so attaching twice never stacks."""
+    layer_map = layer_map if layer_map is not None else LayerMap.from_unet(unet)
+    controllable = sum(layer.self_attention for layer in layer_map)
+    model_name = layer_map.family
+    schedule = settings.schedule(len(layer_map) if controllable else 0, total_steps, model_name)
+    stale = detach_all(unet)
+    if stale:
+        logger.info("MasaCtrl: removed %d patches left on the U-Net by an earlier run", stale)
+    attachment = Attachment(unet, layer_map, MasaCtrlController(settings, schedule))
+    try:
+        attachment._install()
+    except BaseException:
+        attachment.detach()
+        raise
+    return attachment

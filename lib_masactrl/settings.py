@@ -1,0 +1,142 @@
+"""Validated MasaCtrl settings and the step/layer schedule they resolve to.
+
+Conventions, used everywhere in the extension:
+
+- Steps are the sampler's denoising steps counted from 0. ``start_step`` is inclusive and
+  ``end_step`` exclusive, so ``start_step=4, end_step=None`` on 50 steps controls steps 4..49,
+  exactly as the official code's ``range(start_step, total_steps)``.
+- Layers are the U-Net's transformer blocks counted from 0 in execution order (16 on SD1.x/SD2.x,
+  70 on SDXL). ``start_layer`` is inclusive and ``end_layer`` exclusive; ``None`` means "to the
+  last". An explicit ``layers`` tuple replaces the range.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+DEFAULT_START_STEP = 4
+DEFAULT_START_LAYER_SD = 10
+DEFAULT_START_LAYER_SDXL = 44
+
+
+class SettingsError(ValueError):
+    """A setting the user gave cannot be used; the message names the value and what is allowed."""
+
+
+class Mode(str, enum.Enum):
+    """Which keys and values a target's queries attend over in controlled layers."""
+
+    MUTUAL = "mutual"
+    """Only the source's keys and values (the paper's mutual self-attention)."""
+
+    UNION = "union"
+    """The source's keys and values followed by the target's own."""
+
+    @classmethod
+    def parse(cls, value: "Mode | str") -> "Mode":
+        if isinstance(value, Mode):
+            return value
+        try:
+            return cls(str(value).strip().lower())
+        except ValueError:
+            allowed = ", ".join(m.value for m in cls)
+            raise SettingsError(f"mode {value!r} is not known: use one of {allowed}") from None
+
+
+def _check_int(name: str, value: object, allow_none: bool = False) -> Optional[int]:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise SettingsError(f"{name} must be a whole number, got {value!r}")
+    if value < 0:
+        raise SettingsError(f"{name} must not be negative, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The steps and layers a validated settings object controls for one model and step count."""
+
+    steps: range
+    layers: frozenset
+
+    def controls_step(self, step: int) -> bool:
+        return step in self.steps
+
+    def controls_layer(self, layer: int) -> bool:
+        return layer in self.layers
+
+
+@dataclass(frozen=True)
+class MasaCtrlSettings:
+    """What the user chose. Construction checks types and self-consistency; :meth:`schedule`
+    checks the values against the loaded model and the step count."""
+
+    mode: Mode = Mode.MUTUAL
+    start_step: int = DEFAULT_START_STEP
+    end_step: Optional[int] = None
+    start_layer: int = DEFAULT_START_LAYER_SD
+    end_layer: Optional[int] = None
+    layers: Optional[Tuple[int, ...]] = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mode", Mode.parse(self.mode))
+        for name in ("start_step", "start_layer"):
+            object.__setattr__(self, name, _check_int(name.replace("_", " "), getattr(self, name)))
+        for name in ("end_step", "end_layer"):
+            object.__setattr__(self, name, _check_int(name.replace("_", " "), getattr(self, name), allow_none=True))
+        if self.end_step is not None and self.end_step <= self.start_step:
+            raise SettingsError(
+                f"end step {self.end_step} must be after start step {self.start_step} "
+                "(the end step is exclusive)"
+            )
+        if self.end_layer is not None and self.end_layer <= self.start_layer:
+            raise SettingsError(
+                f"end layer {self.end_layer} must be after start layer {self.start_layer} "
+                "(the end layer is exclusive)"
+            )
+        if self.layers is not None:
+            if isinstance(self.layers, (str, bytes)):
+                raise SettingsError(f"layers must be a list of whole numbers, got {self.layers!r}")
+            checked = tuple(sorted({_check_int("layer", layer) for layer in self.layers}))
+            if not checked:
+                raise SettingsError("the explicit layer list is empty: give at least one layer")
+            object.__setattr__(self, "layers", checked)
+
+    def schedule(self, layer_count: int, total_steps: Optional[int] = None, model_name: str = "this model") -> Schedule:
+        """Resolve to concrete steps and layers, or raise :class:`SettingsError` naming the bad value
+        and the range allowed for ``model_name`` with ``layer_count`` transformer blocks."""
+        if layer_count <= 0:
+            raise SettingsError(f"{model_name} has no transformer blocks with self-attention to control")
+        last_layer = layer_count - 1
+        layer_range = f"{model_name} has layers 0-{last_layer}"
+        if self.layers is not None:
+            bad = [layer for layer in self.layers if layer > last_layer]
+            if bad:
+                raise SettingsError(f"layer {bad[0]} is out of range: {layer_range}")
+            layers = frozenset(self.layers)
+        else:
+            if self.start_layer > last_layer:
+                raise SettingsError(f"start layer {self.start_layer} is out of range: {layer_range}")
+            if self.end_layer is not None and self.end_layer > layer_count:
+                raise SettingsError(
+                    f"end layer {self.end_layer} is out of range: {layer_range}, "
+                    f"so the exclusive end layer can be at most {layer_count}"
+                )
+            end_layer = layer_count if self.end_layer is None else self.end_layer
+            layers = frozenset(range(self.start_layer, end_layer))
+
+        if total_steps is None:
+            end_step = self.end_step if self.end_step is not None else 1 << 30
+        else:
+            if self.start_step >= total_steps:
+                raise SettingsError(
+                    f"start step {self.start_step} is out of range: this generation has steps "
+                    f"0-{total_steps - 1}, so MasaCtrl would never act"
+                )
+            end_step = total_steps if self.end_step is None else min(self.end_step, total_steps)
+        return Schedule(steps=range(self.start_step, end_step), layers=layers)
