@@ -8,15 +8,14 @@ its U-Net, reports each denoiser call with :meth:`MasaCtrlController.begin_step`
 from .controller import ControlStats, MasaCtrlController
 from .layers import Layer, LayerMap
 from .layout import COND, UNCOND, CallPlan, LayoutError, Row, StepLayout, pair_halves
-from .patching import Attachment, attach, detach_all
+from .patching import Attachment, attach, detach_all, stop_on_next_call
 from .settings import (
-    DEFAULT_START_LAYER_SD,
-    DEFAULT_START_LAYER_SDXL,
     DEFAULT_START_STEP,
     MasaCtrlSettings,
     Mode,
     Schedule,
     SettingsError,
+    default_start_layer,
 )
 
 __all__ = [
@@ -25,8 +24,6 @@ __all__ = [
     "Attachment",
     "CallPlan",
     "ControlStats",
-    "DEFAULT_START_LAYER_SD",
-    "DEFAULT_START_LAYER_SDXL",
     "DEFAULT_START_STEP",
     "Layer",
     "LayerMap",
@@ -39,6 +36,8 @@ __all__ = [
     "SettingsError",
     "StepLayout",
     "attach",
+    "default_start_layer",
     "detach_all",
     "pair_halves",
+    "stop_on_next_call",
 ]

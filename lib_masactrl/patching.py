@@ -83,6 +83,25 @@ class _RowCounter:
         return None
 
 
+class _StopOnCall:
+    """U-Net forward pre-hook that raises a prepared error. Hosts that swallow exceptions raised
+    in their plugin hooks still stop when the model itself raises, so this is how a refusal
+    reaches the user instead of a silently uncontrolled image."""
+
+    def __init__(self, error: Exception) -> None:
+        setattr(self, PATCH_MARKER, True)
+        self.error = error
+        self.controller = None
+
+    def __call__(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        raise self.error
+
+
+def stop_on_next_call(unet: nn.Module, error: Exception) -> None:
+    """Make the next call of ``unet`` raise ``error``; :func:`detach_all` removes the guard."""
+    unet.register_forward_pre_hook(_StopOnCall(error), with_kwargs=True, prepend=True)
+
+
 def _is_patch(obj: Any) -> bool:
     return getattr(obj, PATCH_MARKER, False) is True
 

@@ -6,8 +6,11 @@ Conventions, used everywhere in the extension:
   ``end_step`` exclusive, so ``start_step=4, end_step=None`` on 50 steps controls steps 4..49,
   exactly as the official code's ``range(start_step, total_steps)``.
 - Layers are the U-Net's transformer blocks counted from 0 in execution order (16 on SD1.x/SD2.x,
-  70 on SDXL). ``start_layer`` is inclusive and ``end_layer`` exclusive; ``None`` means "to the
-  last". An explicit ``layers`` tuple replaces the range.
+  70 on SDXL). ``start_layer`` is inclusive and ``end_layer`` exclusive. ``start_layer=None``
+  picks the model's default (10 of 16 as in the paper, 44 of 70 as in the official SDXL example:
+  the same 5/8 of the depth). An explicit ``layers`` tuple replaces the range.
+- End values past the last step or layer mean "to the last", so one UI default serves every
+  model and step count; start values out of range are errors, since nothing would be controlled.
 """
 
 from __future__ import annotations
@@ -17,8 +20,12 @@ from dataclasses import dataclass
 from typing import Optional, Tuple
 
 DEFAULT_START_STEP = 4
-DEFAULT_START_LAYER_SD = 10
-DEFAULT_START_LAYER_SDXL = 44
+
+
+def default_start_layer(layer_count: int) -> int:
+    """The first controlled layer when the user leaves it to the model: 5/8 of the depth, which
+    is the paper's 10 of 16 on SD1.x/SD2.x and the official example's 44 of 70 on SDXL."""
+    return min(layer_count - 1, round(layer_count * 10 / 16))
 
 
 class SettingsError(ValueError):
@@ -79,22 +86,21 @@ class MasaCtrlSettings:
     mode: Mode = Mode.MUTUAL
     start_step: int = DEFAULT_START_STEP
     end_step: Optional[int] = None
-    start_layer: int = DEFAULT_START_LAYER_SD
+    start_layer: Optional[int] = None
     end_layer: Optional[int] = None
     layers: Optional[Tuple[int, ...]] = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mode", Mode.parse(self.mode))
-        for name in ("start_step", "start_layer"):
-            object.__setattr__(self, name, _check_int(name.replace("_", " "), getattr(self, name)))
-        for name in ("end_step", "end_layer"):
+        object.__setattr__(self, "start_step", _check_int("start step", self.start_step))
+        for name in ("start_layer", "end_step", "end_layer"):
             object.__setattr__(self, name, _check_int(name.replace("_", " "), getattr(self, name), allow_none=True))
         if self.end_step is not None and self.end_step <= self.start_step:
             raise SettingsError(
                 f"end step {self.end_step} must be after start step {self.start_step} "
                 "(the end step is exclusive)"
             )
-        if self.end_layer is not None and self.end_layer <= self.start_layer:
+        if self.end_layer is not None and self.end_layer <= (self.start_layer or 0):
             raise SettingsError(
                 f"end layer {self.end_layer} must be after start layer {self.start_layer} "
                 "(the end layer is exclusive)"
@@ -120,15 +126,15 @@ class MasaCtrlSettings:
                 raise SettingsError(f"layer {bad[0]} is out of range: {layer_range}")
             layers = frozenset(self.layers)
         else:
-            if self.start_layer > last_layer:
-                raise SettingsError(f"start layer {self.start_layer} is out of range: {layer_range}")
-            if self.end_layer is not None and self.end_layer > layer_count:
+            start_layer = default_start_layer(layer_count) if self.start_layer is None else self.start_layer
+            if start_layer > last_layer:
+                raise SettingsError(f"start layer {start_layer} is out of range: {layer_range}")
+            end_layer = layer_count if self.end_layer is None else min(self.end_layer, layer_count)
+            if end_layer <= start_layer:
                 raise SettingsError(
-                    f"end layer {self.end_layer} is out of range: {layer_range}, "
-                    f"so the exclusive end layer can be at most {layer_count}"
+                    f"end layer {end_layer} must be after start layer {start_layer} (the end layer is exclusive)"
                 )
-            end_layer = layer_count if self.end_layer is None else self.end_layer
-            layers = frozenset(range(self.start_layer, end_layer))
+            layers = frozenset(range(start_layer, end_layer))
 
         if total_steps is None:
             end_step = self.end_step if self.end_step is not None else 1 << 30

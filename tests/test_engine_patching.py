@@ -212,3 +212,14 @@ def test_the_engine_imports_nothing_from_the_webui():
                 assert name.split(".")[0] in {"torch", "einops", "numpy", "__future__", "typing", "dataclasses", "enum", "logging", "collections", "functools", "math", "weakref", "contextlib", "hashlib"}, f"{path.name} imports {name}"
     code = "import sys, lib_masactrl; assert 'modules' not in sys.modules and 'gradio' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+
+
+def test_a_stop_guard_raises_on_the_next_call_and_is_removed_by_detach_all(sd15):
+    from lib_masactrl import stop_on_next_call
+
+    before = module_state(sd15)
+    stop_on_next_call(sd15, ValueError("the batch size must be even"))
+    with pytest.raises(ValueError, match="the batch size must be even"), torch.no_grad():
+        sd15(torch.randn(1, 4, 8, 8), torch.full((1,), 300), context=torch.randn(1, 77, 768))
+    assert detach_all(sd15) == 1
+    assert module_state(sd15) == before

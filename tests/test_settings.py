@@ -2,7 +2,7 @@
 
 import pytest
 
-from lib_masactrl import MasaCtrlSettings, Mode, SettingsError
+from lib_masactrl import MasaCtrlSettings, Mode, SettingsError, default_start_layer
 
 
 def test_defaults_follow_the_paper():
@@ -21,6 +21,16 @@ def test_end_step_and_end_layer_are_exclusive():
 
 def test_end_step_beyond_the_step_count_stops_at_the_last_step():
     assert MasaCtrlSettings(start_step=1, end_step=100).schedule(16, total_steps=5).steps == range(1, 5)
+
+
+def test_end_layer_beyond_the_model_means_the_last_layer():
+    assert MasaCtrlSettings(start_layer=12, end_layer=70).schedule(16).layers == frozenset(range(12, 16))
+
+
+@pytest.mark.parametrize("layer_count, start", [(16, 10), (70, 44), (4, 2), (1, 0)])
+def test_the_automatic_start_layer_is_five_eighths_of_the_depth(layer_count, start):
+    assert default_start_layer(layer_count) == start
+    assert min(MasaCtrlSettings().schedule(layer_count).layers) == start
 
 
 def test_explicit_layer_list_replaces_the_range():
@@ -56,7 +66,7 @@ def test_bad_values_are_refused_on_construction(kwargs, message):
     "kwargs, layer_count, steps, message",
     [
         ({"start_layer": 20}, 16, None, "start layer 20 is out of range: this SD1.x model has layers 0-15"),
-        ({"start_layer": 0, "end_layer": 17}, 16, None, "end layer 17 is out of range: this SD1.x model has layers 0-15"),
+        ({"start_layer": 15, "end_layer": 15}, 16, None, "end layer 15 must be after start layer 15"),
         ({"layers": [3, 70]}, 70, None, "layer 70 is out of range: this SD1.x model has layers 0-69"),
         ({"start_step": 30}, 16, 30, "start step 30 is out of range: this generation has steps 0-29"),
     ],

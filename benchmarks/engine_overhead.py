@@ -1,0 +1,167 @@
+"""Cost of MasaCtrl against plain generation, measured in the same run on the same U-Net.
+
+For each U-Net size, latent size and row count it times one U-Net call (median of several,
+plain and controlled calls interleaved so that drift hits both alike) and measures the peak
+memory the call adds, then prints controlled/plain ratios. The host attention is PyTorch's
+scaled_dot_product_attention, which is what the WebUI installs by default on torch 2.
+
+Peak memory is the high-water mark of tensor memory allocated during the call: on CPU replayed
+from the allocations and frees torch's profiler records, on CUDA torch's own peak counter.
+
+    python benchmarks/engine_overhead.py            # all sizes, CPU
+    python benchmarks/engine_overhead.py --quick    # tiny U-Net only
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import statistics
+import sys
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+import torch  # noqa: E402
+from torch.profiler import ProfilerActivity, profile  # noqa: E402
+
+import ldm.modules.attention as ldm_attention  # noqa: E402
+from ldm.modules.diffusionmodules.openaimodel import UNetModel  # noqa: E402
+from lib_masactrl import MasaCtrlSettings, StepLayout, attach  # noqa: E402
+from tiny_unets import sd15_unet  # noqa: E402
+
+UNETS = {"tiny (32 ch)": 32, "small (128 ch)": 128}
+LATENTS = (32, 64)
+ROWS = (2, 4)
+MODES = (("mutual, layers 10-15", "mutual", 10), ("mutual, all layers", "mutual", 0), ("union, layers 10-15", "union", 10))
+
+
+def sdp_attention(self, x, context=None, mask=None, **kwargs):
+    """The WebUI's default attention on torch 2 (modules/sd_hijack_optimizations.py, sdp)."""
+    context = x if context is None else context
+    q, k, v = (t.unflatten(-1, (self.heads, -1)).transpose(1, 2) for t in (self.to_q(x), self.to_k(context), self.to_v(context)))
+    out = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    return self.to_out(out.transpose(1, 2).flatten(2))
+
+
+def build_unet(channels: int, device: str) -> UNetModel:
+    if channels == 32:
+        unet = sd15_unet(seed=0)
+    else:
+        unet = UNetModel(
+            image_size=64, in_channels=4, out_channels=4, model_channels=channels, attention_resolutions=[4, 2, 1],
+            num_res_blocks=2, channel_mult=[1, 2, 4, 4], num_head_channels=64, use_spatial_transformer=True,
+            transformer_depth=1, context_dim=768, legacy=False,
+        ).eval().requires_grad_(False)
+    return unet.to(device)
+
+
+def inputs(rows: int, latent: int, device: str):
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(rows, 4, latent, latent, generator=generator).to(device)
+    t = torch.full((rows,), 500, device=device)
+    context = torch.randn(rows, 77, 768, generator=generator).to(device)
+    layout = StepLayout.cfg((None, 0), uncond=rows == 4)
+    return x, t, context, layout
+
+
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_call(unet, attachment, layout, x, t, context, device: str) -> float:
+    if attachment is not None:
+        attachment.controller.begin_step(10, layout)
+    sync(device)
+    start = time.perf_counter()
+    with torch.no_grad():
+        unet(x, t, context=context)
+    sync(device)
+    return time.perf_counter() - start
+
+
+def measure_times(channels: int, latent: int, rows: int, repeats: int, device: str) -> dict:
+    unet = build_unet(channels, device)
+    x, t, context, layout = inputs(rows, latent, device)
+    results = {}
+    for label, mode, start_layer in MODES:
+        attachment = attach(unet, MasaCtrlSettings(mode=mode, start_step=0, start_layer=start_layer))
+        plain, controlled = [], []
+        try:
+            for _ in range(2):
+                time_call(unet, attachment, layout, x, t, context, device)
+            for _ in range(repeats):
+                attachment.controller.begin_step(None, None)
+                plain.append(time_call(unet, None, layout, x, t, context, device))
+                controlled.append(time_call(unet, attachment, layout, x, t, context, device))
+        finally:
+            attachment.detach()
+        results[label] = statistics.median(controlled) / statistics.median(plain)
+        results["plain seconds"] = statistics.median(plain)
+    return results
+
+
+def peak_memory(channels: int, latent: int, rows: int, mode: str, start_layer: int, device: str) -> float:
+    """Extra peak memory of one U-Net call in bytes (mode "plain" for no control)."""
+    unet = build_unet(channels, device)
+    x, t, context, layout = inputs(rows, latent, device)
+    attachment = None
+    if mode != "plain":
+        attachment = attach(unet, MasaCtrlSettings(mode=mode, start_step=0, start_layer=start_layer))
+        attachment.controller.begin_step(10, layout)
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        with torch.no_grad():
+            unet(x, t, context=context)
+        torch.cuda.synchronize()
+        return float(torch.cuda.max_memory_allocated() - base)
+    with torch.no_grad(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        unet(x, t, context=context)
+    leaves = sorted((e.time_range.start, e.self_cpu_memory_usage) for e in prof.events() if not e.cpu_children)
+    current = peak = 0
+    for _, change in leaves:
+        current += change
+        peak = max(peak, current)
+    return float(peak)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="tiny U-Net only")
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+    ldm_attention.CrossAttention.forward = sdp_attention
+    torch.manual_seed(0)
+
+    unets = {"tiny (32 ch)": 32} if args.quick else UNETS
+    header = f"{'U-Net':<15} {'latent':>6} {'rows':>4} {'plain s/call':>12} " + " ".join(f"{label:>22}" for label, _, _ in MODES)
+    print(f"time per U-Net call, controlled / plain (median of {args.repeats}, device {args.device})")
+    print(header)
+    for name, channels in unets.items():
+        for latent in LATENTS:
+            for rows in ROWS:
+                result = measure_times(channels, latent, rows, args.repeats, args.device)
+                ratios = " ".join(f"{result[label]:>21.3f}x" for label, _, _ in MODES)
+                print(f"{name:<15} {latent:>4}^2 {rows:>4} {result['plain seconds']:>12.4f} {ratios}")
+
+    print()
+    print("peak memory added by one U-Net call, controlled / plain")
+    print(header.replace("plain s/call", "plain MiB".rjust(12)))
+    for name, channels in unets.items():
+        for latent in LATENTS:
+            for rows in ROWS:
+                plain = peak_memory(channels, latent, rows, "plain", 0, args.device)
+                ratios = " ".join(
+                    f"{peak_memory(channels, latent, rows, mode, start, args.device) / plain:>21.3f}x"
+                    for _, mode, start in MODES
+                )
+                print(f"{name:<15} {latent:>4}^2 {rows:>4} {plain / 2**20:>12.1f} {ratios}")
+
+
+if __name__ == "__main__":
+    main()
