@@ -24,12 +24,12 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import torch  # noqa: E402
+from tiny_unets import sd15_unet  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
 import ldm.modules.attention as ldm_attention  # noqa: E402
 from ldm.modules.diffusionmodules.openaimodel import UNetModel  # noqa: E402
 from lib_masactrl import MasaCtrlSettings, StepLayout, attach  # noqa: E402
-from tiny_unets import sd15_unet  # noqa: E402
 
 UNETS = {"tiny (32 ch)": 32, "small (128 ch)": 128}
 LATENTS = (32, 64)

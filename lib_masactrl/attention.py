@@ -11,7 +11,7 @@ source rows bit-identical to plain generation. The only extra work is one gather
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List
 
 import torch
 
@@ -23,7 +23,7 @@ AttentionCall = Callable[..., torch.Tensor]
 def controlled_self_attention(
     call: AttentionCall,
     x: torch.Tensor,
-    context: Optional[torch.Tensor],
+    context: torch.Tensor | None,
     bank: torch.Tensor,
     kv_rows: List[int],
     mode: Mode,

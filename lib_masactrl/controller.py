@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Tuple
 
 import torch
 
@@ -42,15 +42,15 @@ class MasaCtrlController:
         self.stats = ControlStats()
         self.notes: List[str] = []
         self._noted: set = set()
-        self._step: Optional[int] = None
-        self._layout: Optional[StepLayout] = None
+        self._step: int | None = None
+        self._layout: StepLayout | None = None
         self._cursor = 0
-        self._plan: Optional[CallPlan] = None
+        self._plan: CallPlan | None = None
         self._kept: Dict[Tuple[int, int], torch.Tensor] = {}
 
     # --- host side -------------------------------------------------------------------------
 
-    def begin_step(self, step: Optional[int], layout: Optional[StepLayout]) -> None:
+    def begin_step(self, step: int | None, layout: StepLayout | None) -> None:
         """Start a denoiser call: ``step`` is the sampler step, ``layout`` the rows it stacks.
         ``None`` for either means the coming U-Net calls run without control. Contexts kept from
         the previous denoiser call are dropped here."""
@@ -130,7 +130,7 @@ class MasaCtrlController:
 
     def _parse(
         self, layer: int, plan: CallPlan, args: tuple, kwargs: dict
-    ) -> Optional[Tuple[torch.Tensor, Optional[torch.Tensor], Dict[str, Any]]]:
+    ) -> Tuple[torch.Tensor, torch.Tensor | None, Dict[str, Any]] | None:
         names = ("x", "context", "mask")
         bound = dict(zip(names, args))
         bound.update({name: kwargs[name] for name in names if name in kwargs})

@@ -4,8 +4,9 @@ labels, infotext keys, defaults and parsing all come from it. Tooltips live in
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields as dataclass_fields
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
+from dataclasses import dataclass
+from dataclasses import fields as dataclass_fields
+from typing import Any, Dict, Mapping, Sequence, Tuple, Union
 
 from .settings import DEFAULT_START_STEP, MasaCtrlSettings, Mode, SettingsError
 
@@ -58,7 +59,7 @@ class ScriptArgs:
             end_layer=self.end_layer,
         )
 
-    def infotext(self, resolved_start_layer: Optional[int] = None) -> Dict[str, Any]:
+    def infotext(self, resolved_start_layer: int | None = None) -> Dict[str, Any]:
         """Infotext entries: every setting that differs from its default, and the start layer
         actually used, so that pasting reproduces the image on the same model."""
         values = {field.name: getattr(self, field.name) for field in FIELDS}

@@ -14,7 +14,7 @@ the official code's pairing of uncond with uncond and cond with cond, extended t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Sequence, Tuple
 
 COND = "cond"
 UNCOND = "uncond"
@@ -31,7 +31,7 @@ class Row:
     sub: int = 0
 
 
-def pair_halves(batch_size: int) -> Tuple[Optional[int], ...]:
+def pair_halves(batch_size: int) -> Tuple[int | None, ...]:
     """The product's pairing: images ``0..n/2-1`` are sources, image ``i + n/2`` reads from ``i``.
 
     Returns, per image, the index of the image it reads from (``None`` for sources)."""
@@ -54,7 +54,7 @@ class CallPlan:
 
     start: int
     stop: int
-    sources: Tuple[Optional[int], ...]
+    sources: Tuple[int | None, ...]
     keep: Tuple[int, ...]
 
     @property
@@ -74,14 +74,14 @@ class StepLayout:
     """All rows of one denoiser call, each with the stack index it reads from (``None``: itself)."""
 
     rows: Tuple[Row, ...]
-    sources: Tuple[Optional[int], ...]
+    sources: Tuple[int | None, ...]
     _plans: Dict[Tuple[int, int], CallPlan] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def cfg(
         cls,
-        image_sources: Sequence[Optional[int]],
-        cond_repeats: Optional[Sequence[int]] = None,
+        image_sources: Sequence[int | None],
+        cond_repeats: Sequence[int] | None = None,
         uncond: bool = True,
     ) -> "StepLayout":
         """Layout of the WebUI's CFG stack.

@@ -17,7 +17,7 @@ run that never reached its cleanup, even after the extension's scripts were relo
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, List
 
 import torch
 from torch import nn
@@ -38,8 +38,8 @@ class _Attn1Forward:
         setattr(self, PATCH_MARKER, True)
         self.module = module
         self.layer = layer
-        self.controller: Optional[MasaCtrlController] = controller
-        self.previous: Optional[Callable[..., Any]] = module.__dict__.get("forward")
+        self.controller: MasaCtrlController | None = controller
+        self.previous: Callable[..., Any] | None = module.__dict__.get("forward")
 
     def wrapped(self) -> Callable[..., Any]:
         if self.previous is not None:
@@ -71,7 +71,7 @@ class _RowCounter:
 
     def __init__(self, controller: MasaCtrlController) -> None:
         setattr(self, PATCH_MARKER, True)
-        self.controller: Optional[MasaCtrlController] = controller
+        self.controller: MasaCtrlController | None = controller
 
     def __call__(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         controller = self.controller
@@ -169,8 +169,8 @@ def detach_all(unet: nn.Module) -> int:
 def attach(
     unet: nn.Module,
     settings: MasaCtrlSettings,
-    total_steps: Optional[int] = None,
-    layer_map: Optional[LayerMap] = None,
+    total_steps: int | None = None,
+    layer_map: LayerMap | None = None,
 ) -> Attachment:
     """Validate ``settings`` for this U-Net and install MasaCtrl on it.
 

@@ -5,7 +5,7 @@ collecting what the user must be told. Hosts feed it plain values; it knows noth
 from __future__ import annotations
 
 import logging
-from typing import List, Optional, Sequence
+from typing import List, Sequence
 
 from torch import nn
 
@@ -49,7 +49,7 @@ class GenerationSession:
         layer_map = LayerMap.from_unet(unet)
         self.schedule = self.settings.schedule(len(layer_map), steps, layer_map.family)
         self.notes: List[str] = []
-        self.attachment: Optional[Attachment] = None
+        self.attachment: Attachment | None = None
         self.passes_controlled = 0
         self.steps_controlled = 0
         """Steps of the current pass that should have been controlled."""
@@ -85,7 +85,7 @@ class GenerationSession:
         calls_planned: int,
         steps: int,
         rows: int,
-        cond_repeats: Optional[Sequence[int]],
+        cond_repeats: Sequence[int] | None,
     ) -> None:
         """Before each denoiser call: hand the engine its step and row layout."""
         attachment = self.attachment

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Tuple
 
 DEFAULT_START_STEP = 4
 
@@ -52,7 +52,7 @@ class Mode(str, enum.Enum):
             raise SettingsError(f"mode {value!r} is not known: use one of {allowed}") from None
 
 
-def _check_int(name: str, value: object, allow_none: bool = False) -> Optional[int]:
+def _check_int(name: str, value: object, allow_none: bool = False) -> int | None:
     if value is None and allow_none:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
@@ -85,10 +85,10 @@ class MasaCtrlSettings:
 
     mode: Mode = Mode.MUTUAL
     start_step: int = DEFAULT_START_STEP
-    end_step: Optional[int] = None
-    start_layer: Optional[int] = None
-    end_layer: Optional[int] = None
-    layers: Optional[Tuple[int, ...]] = None
+    end_step: int | None = None
+    start_layer: int | None = None
+    end_layer: int | None = None
+    layers: Tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mode", Mode.parse(self.mode))
@@ -113,7 +113,7 @@ class MasaCtrlSettings:
                 raise SettingsError("the explicit layer list is empty: give at least one layer")
             object.__setattr__(self, "layers", checked)
 
-    def schedule(self, layer_count: int, total_steps: Optional[int] = None, model_name: str = "this model") -> Schedule:
+    def schedule(self, layer_count: int, total_steps: int | None = None, model_name: str = "this model") -> Schedule:
         """Resolve to concrete steps and layers, or raise :class:`SettingsError` naming the bad value
         and the range allowed for ``model_name`` with ``layer_count`` transformer blocks."""
         if layer_count <= 0:

@@ -4,7 +4,7 @@ infotext, API and xyz axes. Everything else is in ``lib_masactrl``."""
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 import gradio as gr
 
@@ -82,11 +82,11 @@ class MasaCtrlScript(scripts.Script):
                 )
                 hires = gr.Checkbox(label=label["hires"], value=False, elem_id=self.elem_id("hires"))
             with gr.Row():
-                start_step = gr.Slider(label=label["start_step"], minimum=0, maximum=MAX_STEPS - 1, step=1, value=4, elem_id=self.elem_id("start_step"))
-                end_step = gr.Slider(label=label["end_step"], minimum=1, maximum=MAX_STEPS, step=1, value=MAX_STEPS, elem_id=self.elem_id("end_step"))
+                start_step = self._slider("start_step", label, 0, MAX_STEPS - 1)
+                end_step = self._slider("end_step", label, 1, MAX_STEPS)
             with gr.Row():
-                start_layer = gr.Slider(label=label["start_layer"], minimum=AUTO_LAYER, maximum=MAX_LAYERS - 1, step=1, value=AUTO_LAYER, elem_id=self.elem_id("start_layer"))
-                end_layer = gr.Slider(label=label["end_layer"], minimum=1, maximum=MAX_LAYERS, step=1, value=MAX_LAYERS, elem_id=self.elem_id("end_layer"))
+                start_layer = self._slider("start_layer", label, AUTO_LAYER, MAX_LAYERS - 1)
+                end_layer = self._slider("end_layer", label, 1, MAX_LAYERS)
         components = {
             "enabled": enabled, "source_prompt": source_prompt, "mode": mode, "start_step": start_step,
             "end_step": end_step, "start_layer": start_layer, "end_layer": end_layer, "hires": hires,
@@ -95,6 +95,12 @@ class MasaCtrlScript(scripts.Script):
         self.infotext_fields = [(component, field.infotext) for component, field in zip(ordered, FIELDS)]
         self.paste_field_names = [field.infotext for field in FIELDS]
         return ordered
+
+    def _slider(self, name: str, label: Dict[str, str], minimum: int, maximum: int) -> Any:
+        default = next(field.default for field in FIELDS if field.name == name)
+        return gr.Slider(
+            label=label[name], minimum=minimum, maximum=maximum, step=1, value=default, elem_id=self.elem_id(name)
+        )
 
     def process(self, p: Any, *args: Any) -> None:
         unet = _unet(p.sd_model)
@@ -134,20 +140,20 @@ class MasaCtrlScript(scripts.Script):
         _tell_user(p, message)
 
     def process_before_every_sampling(self, p: Any, *args: Any, **kwargs: Any) -> None:
-        session: Optional[GenerationSession] = getattr(p, SESSION_ATTRIBUTE, None)
+        session: GenerationSession | None = getattr(p, SESSION_ATTRIBUTE, None)
         if session is None:
             return
         controlled = not getattr(p, "is_hr_pass", False) or session.args.hires
         session.start_pass(_unet(shared.sd_model), controlled)
 
     def postprocess_batch(self, p: Any, *args: Any, **kwargs: Any) -> None:
-        session: Optional[GenerationSession] = getattr(p, SESSION_ATTRIBUTE, None)
+        session: GenerationSession | None = getattr(p, SESSION_ATTRIBUTE, None)
         if session is not None:
             session.end_pass()
             self._publish(p, session)
 
     def postprocess(self, p: Any, processed: Any, *args: Any) -> None:
-        session: Optional[GenerationSession] = getattr(p, SESSION_ATTRIBUTE, None)
+        session: GenerationSession | None = getattr(p, SESSION_ATTRIBUTE, None)
         if session is None:
             return
         session.close()
@@ -165,7 +171,7 @@ class MasaCtrlScript(scripts.Script):
                 _tell_user(p, text)
 
 
-def _cond_repeats(p: Any, rows: int) -> Optional[List[int]]:
+def _cond_repeats(p: Any, rows: int) -> List[int] | None:
     """Cond rows per image: one each, or one per AND sub-prompt (prompt_parser's multicond)."""
     images = p.batch_size
     if rows == 2 * images:
@@ -178,7 +184,7 @@ def _cond_repeats(p: Any, rows: int) -> Optional[List[int]]:
 def on_cfg_denoiser(params: Any) -> None:
     denoiser = params.denoiser
     p = getattr(denoiser, "p", None)
-    session: Optional[GenerationSession] = getattr(p, SESSION_ATTRIBUTE, None)
+    session: GenerationSession | None = getattr(p, SESSION_ATTRIBUTE, None)
     if session is None:
         return
     rows = params.x.shape[0]

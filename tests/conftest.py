@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from tiny_unets import sd15_unet, sdxl_unet
 
 

@@ -3,13 +3,19 @@ snapshot of everything on a U-Net that patching could change."""
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Sequence
 
 import torch
 from torch import nn
 
 
-def reference_attention(attn: nn.Module, hidden: torch.Tensor, context: Optional[torch.Tensor], sources: Sequence[Optional[int]], union: bool) -> torch.Tensor:
+def reference_attention(
+    attn: nn.Module,
+    hidden: torch.Tensor,
+    context: torch.Tensor | None,
+    sources: Sequence[int | None],
+    union: bool,
+) -> torch.Tensor:
     """MasaCtrl self-attention written out with einsum, independently of the engine.
 
     Row ``i`` uses its own queries; its keys and values are projected from the context of row
@@ -41,7 +47,7 @@ class ReferenceUNet:
     """Runs a U-Net with the reference attention on chosen attn1 modules, by per-instance
     ``forward`` attributes that are removed again on exit."""
 
-    def __init__(self, attn1_modules: Sequence[nn.Module], sources: Sequence[Optional[int]], union: bool) -> None:
+    def __init__(self, attn1_modules: Sequence[nn.Module], sources: Sequence[int | None], union: bool) -> None:
         self.modules = list(attn1_modules)
         self.sources = list(sources)
         self.union = union

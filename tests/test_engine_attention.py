@@ -4,14 +4,14 @@ every way the WebUI can call the U-Net."""
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Sequence, Tuple
 
 import pytest
 import torch
-
 from engine_helpers import ReferenceUNet, reference_attention
-from lib_masactrl import LayerMap, MasaCtrlSettings, StepLayout, attach
 from tiny_unets import sd15_unet, to_double
+
+from lib_masactrl import LayerMap, MasaCtrlSettings, StepLayout, attach
 
 Calls = Sequence[Tuple[int, int]]
 
@@ -32,7 +32,7 @@ def run_calls(unet, x, t, context, calls: Calls) -> torch.Tensor:
         return torch.cat([unet(x[a:b], t[a:b], context=context[a:b]) for a, b in calls])
 
 
-def run_step(unet, attachment, step: Optional[int], layout: StepLayout, x, t, context, calls: Calls) -> torch.Tensor:
+def run_step(unet, attachment, step: int | None, layout: StepLayout, x, t, context, calls: Calls) -> torch.Tensor:
     attachment.controller.begin_step(step, layout)
     return run_calls(unet, x, t, context, calls)
 

@@ -22,10 +22,13 @@ def test_sd15_has_sixteen_layers_in_execution_order(sd15):
 
 
 def test_execution_order_matches_the_order_blocks_run(sd15, sdxl):
-    for unet, tokens in ((sd15, 16 * 16), (sdxl, 16 * 16)):
+    for unet in (sd15, sdxl):
         seen = []
         layer_map = LayerMap.from_unet(unet)
-        handles = [layer.attn1.register_forward_pre_hook(lambda m, a, i=layer.index: seen.append(i)) for layer in layer_map]
+        handles = [
+            layer.attn1.register_forward_pre_hook(lambda m, a, i=layer.index, seen=seen: seen.append(i))
+            for layer in layer_map
+        ]
         try:
             context_dim = layer_map[0].attn2.to_k.in_features
             with torch.no_grad():

@@ -189,7 +189,8 @@ def to_double(unet: UNetModel) -> UNetModel:
 def make_inputs(unet: UNetModel, batch: int, height: int, width: int, tokens: int = 77, seed: int = 1):
     """Random latents, timesteps and text context for ``batch`` rows."""
     generator = torch.Generator().manual_seed(seed)
-    context_dim = next(m for m in unet.modules() if isinstance(m, ldm_attention.SpatialTransformer)).transformer_blocks[0].attn2.to_k.in_features
+    spatial = next(m for m in unet.modules() if isinstance(m, ldm_attention.SpatialTransformer))
+    context_dim = spatial.transformer_blocks[0].attn2.to_k.in_features
     x = torch.randn(batch, 4, height, width, generator=generator)
     t = torch.full((batch,), 500, dtype=torch.long)
     context = torch.randn(batch, tokens, context_dim, generator=generator)
