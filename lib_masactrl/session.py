@@ -47,8 +47,13 @@ class GenerationSession:
         self.image_sources = pair_halves(batch_size)
         self.batch_size = batch_size
         layer_map = LayerMap.from_unet(unet)
-        self.schedule = self.settings.schedule(len(layer_map), steps, layer_map.family)
+        self.schedule = self.settings.schedule(len(layer_map), None, layer_map.family)
         self.notes: List[str] = []
+        if self.settings.start_step >= steps:
+            self.note(
+                f"start step {self.settings.start_step} is past the last step ({steps - 1}): the batch is paired "
+                "but MasaCtrl does not act on this generation"
+            )
         self.attachment: Attachment | None = None
         self.passes_controlled = 0
         self.steps_controlled = 0
