@@ -16,28 +16,6 @@ AUTO_LAYER = -1
 
 
 @dataclass(frozen=True)
-class Field:
-    name: str
-    label: str
-    infotext: str
-    default: Any
-
-
-FIELDS: Tuple[Field, ...] = (
-    Field("enabled", "MasaCtrl", "MasaCtrl", False),
-    Field("source_prompt", "Source prompt", "MasaCtrl source prompt", ""),
-    Field("mode", "Mode", "MasaCtrl mode", Mode.MUTUAL.value),
-    Field("start_step", "Start step", "MasaCtrl start step", DEFAULT_START_STEP),
-    Field("end_step", "End step", "MasaCtrl end step", MAX_STEPS),
-    Field("start_layer", "Start layer", "MasaCtrl start layer", AUTO_LAYER),
-    Field("end_layer", "End layer", "MasaCtrl end layer", MAX_LAYERS),
-    Field("hires", "Apply during hires fix", "MasaCtrl hires fix", False),
-)
-
-FIELD_NAMES = tuple(field.name for field in FIELDS)
-
-
-@dataclass(frozen=True)
 class ScriptArgs:
     """The script's arguments, checked. Field order is the positional API order."""
 
@@ -70,6 +48,31 @@ class ScriptArgs:
             for field in FIELDS
             if field.name == "enabled" or values[field.name] != field.default
         }
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    label: str
+    infotext: str
+
+    @property
+    def default(self) -> Any:
+        return getattr(ScriptArgs(), self.name)
+
+
+FIELDS: Tuple[Field, ...] = (
+    Field("enabled", "MasaCtrl", "MasaCtrl"),
+    Field("source_prompt", "Source prompt", "MasaCtrl source prompt"),
+    Field("mode", "Mode", "MasaCtrl mode"),
+    Field("start_step", "Start step", "MasaCtrl start step"),
+    Field("end_step", "End step", "MasaCtrl end step"),
+    Field("start_layer", "Start layer", "MasaCtrl start layer"),
+    Field("end_layer", "End layer", "MasaCtrl end layer"),
+    Field("hires", "Apply during hires fix", "MasaCtrl hires fix"),
+)
+
+FIELD_NAMES = tuple(field.name for field in FIELDS)
 
 
 def _as_bool(name: str, value: Any) -> bool:

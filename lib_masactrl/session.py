@@ -55,7 +55,6 @@ class GenerationSession:
                 "but MasaCtrl does not act on this generation"
             )
         self.attachment: Attachment | None = None
-        self.passes_controlled = 0
         self.steps_controlled = 0
         """Steps of the current pass that should have been controlled."""
 
@@ -79,7 +78,6 @@ class GenerationSession:
         except SettingsError as error:
             self.note(f"this pass's model does not fit the settings ({error}); it ran without MasaCtrl")
             return False
-        self.passes_controlled += 1
         self.steps_controlled = 0
         return True
 

@@ -157,18 +157,18 @@ class MasaCtrlScript(scripts.Script):
         if session is None:
             return
         session.close()
-        self._publish(p, session)
-        for note in session.notes:
-            text = f"MasaCtrl: {note}"
+        for text in self._publish(p, session):
             if text not in (processed.comments or ""):
                 processed.comments = f"{processed.comments or ''}{text}\n"
 
     @staticmethod
-    def _publish(p: Any, session: GenerationSession) -> None:
-        for note in session.notes:
-            text = f"MasaCtrl: {note}"
+    def _publish(p: Any, session: GenerationSession) -> List[str]:
+        """Tell the user every note not yet told; returns all notes as shown."""
+        texts = [f"MasaCtrl: {note}" for note in session.notes]
+        for text in texts:
             if text not in p.comments:
                 _tell_user(p, text)
+        return texts
 
 
 def _cond_repeats(p: Any, rows: int) -> List[int] | None:
