@@ -6,6 +6,9 @@ its U-Net, reports each denoiser call with :meth:`MasaCtrlController.begin_step`
 """
 
 from .controller import ControlStats, MasaCtrlController
+from .controlnet_rows import Assignment, UnitRestriction, release_units, restrict_units
+from .inversion import InversionInterrupted, classifier_free, invert
+from .inversion_cache import InversionCache, InversionKey, invert_cached, tensor_digest
 from .layers import Layer, LayerMap
 from .layout import COND, UNCOND, CallPlan, LayoutError, Row, StepLayout, pair_halves
 from .patching import Attachment, attach, detach_all, stop_on_next_call
@@ -19,6 +22,17 @@ from .settings import (
 )
 
 __all__ = [
+    "InversionCache",
+    "InversionInterrupted",
+    "InversionKey",
+    "classifier_free",
+    "invert",
+    "invert_cached",
+    "tensor_digest",
+    "Assignment",
+    "UnitRestriction",
+    "release_units",
+    "restrict_units",
     "COND",
     "UNCOND",
     "Attachment",

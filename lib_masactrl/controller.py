@@ -72,6 +72,12 @@ class MasaCtrlController:
             and self.schedule.controls_step(self._step)
         )
 
+    @property
+    def current_plan(self) -> CallPlan | None:
+        """The rows of the U-Net call now running as the cursor placed them in the step's layout;
+        ``None`` outside a call that fits it. Other row-wise patches (ControlNet units) read it."""
+        return self._plan
+
     def note(self, key: str, message: str) -> None:
         """Report a problem once per generation: to the console now, and to the host via
         :attr:`notes` so that it can show it to the user."""

@@ -18,7 +18,10 @@ from lib_masactrl import LayerMap, MasaCtrlSettings, SettingsError, StepLayout, 
 from lib_masactrl.patching import PATCH_MARKER
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-ALLOWED_IMPORTS = {"torch", "einops", "numpy", "__future__", "typing", "dataclasses", "enum", "logging", "collections"}
+ALLOWED_IMPORTS = {
+    "torch", "einops", "numpy", "__future__", "typing", "dataclasses", "enum", "logging", "collections", "hashlib",
+    "threading", "math",
+}
 
 
 def run_controlled(unet, attachment, rows=4):

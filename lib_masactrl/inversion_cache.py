@@ -1,0 +1,173 @@
+"""An in-memory LRU of inverted latents, so that editing the same image again (a new target
+prompt, other MasaCtrl settings) skips the inversion.
+
+A hit must give exactly what a fresh inversion would, so the key holds everything the result
+depends on (:class:`InversionKey`), and only complete inversions are stored. Entries are kept on
+the CPU, away from the GPU memory the sampler needs, and handed out as copies, so that the host
+may write into what it gets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import NamedTuple, Sequence, Tuple
+
+import torch
+
+from .inversion import Denoiser, InterruptCheck, Progress, invert, schedule_levels
+
+logger = logging.getLogger("masactrl")
+
+
+def tensor_digest(tensor: torch.Tensor) -> str:
+    """A content hash of a tensor: its dtype, shape and bytes (not its device, which does not
+    change the values)."""
+    data = tensor.detach().to("cpu").contiguous().reshape(-1)
+    digest = hashlib.sha256(f"{data.dtype}{tuple(tensor.shape)}".encode())
+    digest.update(data.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class InversionKey:
+    """Everything an inversion's result depends on. Build it with :meth:`create`.
+
+    - ``content``: the init latent's digest, all rows (or the host's digest of what made it).
+    - ``model``: the host's identity of everything the denoiser computes with: checkpoint, active
+      networks (LoRA, hypernetworks), U-Net replacements, precision.
+    - ``sigmas`` and ``sigma_min``: the schedule walked and the level of the first eps read.
+      The schedule's values stand for steps, denoising strength, scheduler and every option
+      that shapes them: two settings giving the same values give the same inversion.
+    - ``prompt``, ``negative_prompt``, ``cfg_scale``: the inversion's conditioning. The negative
+      prompt is recorded only when the scale is not 1, since guidance 1 never reads it.
+    - ``extra``: anything else the host knows to matter, as sorted name/value pairs.
+    """
+
+    content: str
+    model: str
+    sigmas: Tuple[float, ...]
+    sigma_min: float
+    prompt: str
+    negative_prompt: str
+    cfg_scale: float
+    extra: Tuple[Tuple[str, str], ...]
+
+    @classmethod
+    def create(
+        cls,
+        x0: torch.Tensor,
+        sigmas: torch.Tensor | Sequence[float],
+        sigma_min: float,
+        *,
+        model: str,
+        prompt: str,
+        negative_prompt: str = "",
+        cfg_scale: float = 1.0,
+        content: str | None = None,
+        extra: dict[str, str] | None = None,
+    ) -> "InversionKey":
+        """The key of inverting ``x0`` along ``sigmas``; ``content`` defaults to ``x0``'s digest."""
+        return cls(
+            content=tensor_digest(x0) if content is None else content,
+            model=model,
+            sigmas=tuple(schedule_levels(sigmas)),
+            sigma_min=float(sigma_min),
+            prompt=prompt,
+            negative_prompt=negative_prompt if cfg_scale != 1 else "",
+            cfg_scale=float(cfg_scale),
+            extra=tuple(sorted((extra or {}).items())),
+        )
+
+
+class _Entry(NamedTuple):
+    latent: torch.Tensor
+    device: torch.device
+
+
+class InversionCache:
+    """Least-recently-used inverted latents, at most :attr:`max_entries` of them (0 disables)."""
+
+    def __init__(self, max_entries: int = 4) -> None:
+        self._entries: "OrderedDict[InversionKey, _Entry]" = OrderedDict()
+        self._lock = threading.Lock()
+        self._max_entries = 0
+        self.max_entries = max_entries
+
+    @property
+    def max_entries(self) -> int:
+        return self._max_entries
+
+    @max_entries.setter
+    def max_entries(self, value: int) -> None:
+        """Resize; the host sets this from its setting before each use, and shrinking drops the
+        least recently used entries at once."""
+        if value < 0:
+            raise ValueError(f"the inversion cache size must be 0 or more, got {value}")
+        with self._lock:
+            self._max_entries = int(value)
+            self._evict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, key: InversionKey) -> bool:
+        return key in self._entries
+
+    def get(self, key: InversionKey) -> torch.Tensor | None:
+        """A copy of the stored latent on the device it came from, or ``None``."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            self._entries.move_to_end(key)
+        return entry.latent.to(entry.device, copy=True)
+
+    def put(self, key: InversionKey, latent: torch.Tensor) -> None:
+        """Store a CPU copy of a complete inversion's result."""
+        if self._max_entries == 0:
+            return
+        entry = _Entry(latent.detach().to("cpu", copy=True), latent.device)
+        with self._lock:
+            self._entries[key] = entry
+            self._entries.move_to_end(key)
+            self._evict()
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    def _evict(self) -> None:
+        while len(self._entries) > self._max_entries:
+            self._entries.popitem(last=False)
+            logger.debug("inversion cache: evicted the least recently used entry")
+
+
+class Inverted(NamedTuple):
+    latent: torch.Tensor
+    cached: bool
+    """Whether the latent came from the cache (no model call was made)."""
+
+
+def invert_cached(
+    cache: InversionCache,
+    key: InversionKey,
+    x0: torch.Tensor,
+    denoise: Denoiser,
+    *,
+    progress: Progress | None = None,
+    interrupted: InterruptCheck | None = None,
+) -> Inverted:
+    """:func:`invert` along ``key``'s schedule, through ``cache``. The schedule and
+    ``sigma_min`` are taken from the key, so a stored latent always matches its key's schedule.
+    An interrupted inversion raises :class:`InversionInterrupted` and stores nothing."""
+    latent = cache.get(key)
+    if latent is not None:
+        logger.info("MasaCtrl inversion: reusing the cached inversion (%d steps)", len(key.sigmas) - 1)
+        return Inverted(latent, True)
+    latent = invert(x0, key.sigmas, denoise, key.sigma_min, progress=progress, interrupted=interrupted)
+    cache.put(key, latent)
+    return Inverted(latent, False)
