@@ -195,3 +195,53 @@ def make_inputs(unet: UNetModel, batch: int, height: int, width: int, tokens: in
     t = torch.full((batch,), 500, dtype=torch.long)
     context = torch.randn(batch, tokens, context_dim, generator=generator)
     return x, t, context
+
+
+# SDXL refiner (Stability-AI/generative-models configs/inference/sd_xl_refiner.yaml): channel_mult
+# 1,2,4,4, attention at downsample factors 2 and 4, transformer_depth 4 at both levels and in the middle
+# block (sgm's default transformer_depth_middle is the last level's depth), 1280-wide context (OpenCLIP
+# bigG only), num_classes "sequential" with adm_in_channels 2560 (pooled text 1280 + original size 512
+# + crop 512 + aesthetic score 256): 44 transformer blocks.
+_SDXL_REFINER_DEPTH = 4
+
+
+def sdxl_refiner_unet(seed: int = 0, context_dim: int = 1280, adm_in_channels: int = 2560) -> UNetModel:
+    """A tiny SDXL-refiner-shaped U-Net, built like ``sdxl_unet`` (ldm's UNetModel with sgm-style
+    transformer blocks). Unlike ``sdxl_unet`` it has the refiner's ADM label embedding
+    (sgm/modules/diffusionmodules/openaimodel.py, ``num_classes == "sequential"``: Linear, SiLU, Linear
+    into the time embedding), so it takes ``y`` (the conditioner's "vector") beside ``context``."""
+    state = _seeded(seed)
+    try:
+        model_channels = 32
+        unet = UNetModel(
+            image_size=32,
+            in_channels=4,
+            out_channels=4,
+            model_channels=model_channels,
+            attention_resolutions=[4, 2],
+            num_res_blocks=2,
+            channel_mult=[1, 2, 4, 4],
+            num_head_channels=8,
+            use_spatial_transformer=True,
+            transformer_depth=1,
+            context_dim=context_dim,
+            use_linear_in_transformer=True,
+            legacy=False,
+        )
+        for module in unet.modules():
+            if isinstance(module, ldm_attention.SpatialTransformer):
+                block = module.transformer_blocks[0]
+                dim = block.attn1.to_q.in_features
+                heads = block.attn1.heads
+                module.__class__ = SgmStyleSpatialTransformer
+                module.transformer_blocks = nn.ModuleList(
+                    SgmStyleBlock(dim, heads, dim // heads, context_dim) for _ in range(_SDXL_REFINER_DEPTH)
+                )
+        time_embed_dim = model_channels * 4
+        unet.num_classes = "sequential"
+        unet.label_emb = nn.Sequential(
+            nn.Sequential(nn.Linear(adm_in_channels, time_embed_dim), nn.SiLU(), nn.Linear(time_embed_dim, time_embed_dim))
+        )
+    finally:
+        torch.random.set_rng_state(state)
+    return _randomise(unet, seed)
