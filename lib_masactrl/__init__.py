@@ -11,8 +11,10 @@ from .inversion import InversionInterrupted, classifier_free, invert
 from .inversion_cache import InversionCache, InversionKey, invert_cached, tensor_digest
 from .layers import Layer, LayerMap
 from .layout import COND, UNCOND, CallPlan, LayoutError, Row, StepLayout, pair_halves
+from .masks import MaskGuide, UsedMasks, mask_guide
 from .patching import Attachment, attach, detach_all, stop_on_next_call
 from .settings import (
+    DEFAULT_MASK_THRESHOLD,
     DEFAULT_START_STEP,
     MasaCtrlSettings,
     Mode,
@@ -20,6 +22,7 @@ from .settings import (
     SettingsError,
     default_start_layer,
 )
+from .words import subprompt_positions, word_positions
 
 __all__ = [
     "InversionCache",
@@ -38,7 +41,13 @@ __all__ = [
     "Attachment",
     "CallPlan",
     "ControlStats",
+    "DEFAULT_MASK_THRESHOLD",
     "DEFAULT_START_STEP",
+    "MaskGuide",
+    "UsedMasks",
+    "mask_guide",
+    "subprompt_positions",
+    "word_positions",
     "Layer",
     "LayerMap",
     "LayoutError",

@@ -11,7 +11,8 @@ source rows bit-identical to plain generation. The only extra work is one gather
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 import torch
 
@@ -56,4 +57,70 @@ def controlled_self_attention(
     out = target_out.new_empty((x.shape[0],) + tuple(target_out.shape[1:]))
     out.index_copy_(0, target_index, target_out)
     out.index_copy_(0, other_index, other_out)
+    return out
+
+
+@dataclass(frozen=True, eq=False)
+class KeySplit:
+    """A source image's tokens at one layer's resolution, split by its mask. Rows whose sources
+    are the same image share one split object and are computed together."""
+
+    foreground: torch.Tensor
+    """Token positions inside the source's mask (long, sorted)."""
+    background: torch.Tensor
+    """Token positions outside it."""
+
+
+RowMask = Tuple[KeySplit, torch.Tensor]
+"""For one masked target row: its source's key split, and its own foreground mask over its query
+tokens (bool, one entry per token)."""
+
+
+def masked_self_attention(
+    call: AttentionCall,
+    x: torch.Tensor,
+    context: torch.Tensor | None,
+    bank: torch.Tensor,
+    kv_rows: List[int],
+    row_masks: Sequence[RowMask | None],
+    extra: Dict[str, Any],
+) -> torch.Tensor:
+    """Mask-guided mutual self-attention (the paper's section 3.3).
+
+    A masked target row's queries attend twice to its source's keys and values: once to the
+    source's foreground tokens only, once to its background tokens only. Each query token takes
+    the first result where the target's mask is set and the second elsewhere. Restricting the
+    keys is done by handing the host's forward only those tokens of the source's hidden states as
+    its context, which equals masking the excluded keys out of the softmax while running the
+    host's own attention. Rows without a mask (``None``: sources, rows whose masks are missing or
+    whose source mask is all foreground or all background, where both halves would be plain
+    mutual attention) run as in :func:`controlled_self_attention` in mutual mode. Arguments as
+    there."""
+    index = torch.tensor(kv_rows, device=bank.device)
+    plain = [i for i, masks in enumerate(row_masks) if masks is None]
+    groups: Dict[int, List[int]] = {}
+    for i, masks in enumerate(row_masks):
+        if masks is not None:
+            groups.setdefault(id(masks[0]), []).append(i)
+
+    pieces: List[Tuple[List[int], torch.Tensor]] = []
+    if plain:
+        rows = torch.tensor(plain, device=x.device)
+        pieces.append((plain, call(x.index_select(0, rows), context=bank.index_select(0, index[rows]), **extra)))
+    for members in groups.values():
+        split = row_masks[members[0]][0]
+        rows = torch.tensor(members, device=x.device)
+        queries = x.index_select(0, rows)
+        sources = bank.index_select(0, index[rows])
+        foreground = call(queries, context=sources.index_select(1, split.foreground), **extra)
+        background = call(queries, context=sources.index_select(1, split.background), **extra)
+        blend = torch.stack([row_masks[i][1] for i in members]).unsqueeze(-1)
+        pieces.append((members, torch.where(blend, foreground, background)))
+
+    if len(pieces) == 1:
+        return pieces[0][1]
+    first = pieces[0][1]
+    out = first.new_empty((x.shape[0],) + tuple(first.shape[1:]))
+    for members, values in pieces:
+        out.index_copy_(0, torch.tensor(members, device=out.device), values)
     return out

@@ -4,6 +4,11 @@ The host tells the controller the step and the step's row layout once per denois
 (:meth:`MasaCtrlController.begin_step`); the controller never counts attention calls to guess
 them. Each U-Net call of that step then takes the next consecutive rows of the layout, which is
 how the WebUI slices its CFG stack (all rows, or cond chunks followed by the uncond rows).
+
+With a :class:`~lib_masactrl.masks.MaskGuide`, controlled targets whose image and source image both
+have masks use mask-guided mutual self-attention (:func:`~lib_masactrl.attention.masked_self_attention`),
+and the attn2 calls at latent/4 collect the cross-attention maps that word masks are made from
+(:mod:`lib_masactrl.masks` explains which calls and why).
 """
 
 from __future__ import annotations
@@ -14,8 +19,9 @@ from typing import Any, Callable, Dict, List, Tuple
 
 import torch
 
-from .attention import controlled_self_attention
-from .layout import CallPlan, StepLayout
+from .attention import RowMask, controlled_self_attention, masked_self_attention
+from .layout import COND, CallPlan, StepLayout
+from .masks import Grid, MaskGuide, MaskState, UsedMasks, subject_attention, token_grid
 from .settings import MasaCtrlSettings, Schedule
 
 logger = logging.getLogger("masactrl")
@@ -33,12 +39,27 @@ class ControlStats:
     unet_calls: int = 0
     controlled_calls: int = 0
     fallback_rows: int = 0
+    masked_calls: int = 0
+    """Controlled attn1 calls in which at least one target row used masks."""
+    map_captures: int = 0
+    """attn2 calls whose cross-attention maps were collected for word masks."""
+
+
+@dataclass(frozen=True)
+class MapRequest:
+    """An attn2 call whose maps are to be collected: its local cond rows, their images and
+    subject token positions, and the grid of its query tokens."""
+
+    rows: Tuple[Tuple[int, int, Tuple[int, ...]], ...]
+    grid: Grid
 
 
 class MasaCtrlController:
-    def __init__(self, settings: MasaCtrlSettings, schedule: Schedule) -> None:
+    def __init__(self, settings: MasaCtrlSettings, schedule: Schedule, masks: MaskGuide | None = None) -> None:
         self.settings = settings
         self.schedule = schedule
+        self.masks: MaskState | None = MaskState(masks) if masks is not None else None
+        self._latent_size: Grid | None = None
         self.stats = ControlStats()
         self.notes: List[str] = []
         self._noted: set = set()
@@ -59,6 +80,21 @@ class MasaCtrlController:
         self._cursor = 0
         self._plan = None
         self._kept.clear()
+        if self.masks is not None:
+            self.masks.begin_call(collect=self._maps_needed(step, layout))
+
+    def _maps_needed(self, step: int | None, layout: StepLayout | None) -> bool:
+        """Whether this call's maps can serve a controlled call: the next call is of this step or
+        the next one (see :mod:`lib_masactrl.masks`, "Timing")."""
+        if step is None or layout is None or not layout.has_targets:
+            return False
+        return self.schedule.controls_step(step) or self.schedule.controls_step(step + 1)
+
+    @property
+    def used_masks(self) -> UsedMasks | None:
+        """The masks of the last step that used masks, per image at latent/4 resolution, for the
+        host to show; ``None`` if no step did. Kept after :meth:`close`."""
+        return self.masks.used if self.masks is not None else None
 
     def close(self) -> None:
         self.begin_step(None, None)
@@ -89,9 +125,12 @@ class MasaCtrlController:
 
     # --- engine side -----------------------------------------------------------------------
 
-    def begin_unet_call(self, rows: int) -> None:
-        """Called before every U-Net forward with the number of rows it holds."""
+    def begin_unet_call(self, rows: int, latent_size: Grid | None = None) -> None:
+        """Called before every U-Net forward with the number of rows it holds and the height and
+        width of its latent input, which give each layer's token grid for masks."""
         self.stats.unet_calls += 1
+        if latent_size is not None:
+            self._latent_size = (int(latent_size[0]), int(latent_size[1]))
         layout = self._layout
         self._plan = None
         if layout is None:
@@ -132,7 +171,88 @@ class MasaCtrlController:
         kv_rows, kept_rows = self._kv_rows(layer, plan)
         bank = torch.cat([own] + kept_rows) if kept_rows else own
         self.stats.controlled_calls += 1
+        row_masks = self._row_masks(layer, plan, x, context, kv_rows) if self.masks is not None else None
+        if row_masks is not None:
+            self.stats.masked_calls += 1
+            return masked_self_attention(call, x, context, bank, kv_rows, row_masks, extra)
         return controlled_self_attention(call, x, context, bank, kv_rows, self.settings.mode, extra)
+
+    def _row_masks(
+        self, layer: int, plan: CallPlan, x: torch.Tensor, context: torch.Tensor | None, kv_rows: List[int]
+    ) -> List[RowMask | None] | None:
+        """Per local row, the source's key split and the target's mask; ``None`` when no row of
+        this call is masked, so that it runs exactly as plain mutual self-attention."""
+        masks, layout = self.masks, self._layout
+        tokens = x.shape[1]
+        grid = token_grid(self._latent_size, tokens) if self._latent_size is not None else None
+        if grid is None or (context is not None and context.shape[1] != tokens):
+            self.note(
+                f"mask-grid-{layer}",
+                f"layer {layer} self-attention has {tokens} query tokens and "
+                f"{tokens if context is None else context.shape[1]} context tokens, which do not form a token grid "
+                f"of the {self._latent_size} latent (token merging or extra tokens); it ran without masks",
+            )
+            return None
+        rows: List[RowMask | None] = []
+        pairs = set()
+        for i, source in enumerate(plan.sources):
+            rows.append(None)
+            if source is None or kv_rows[i] == i:
+                continue
+            target_image, source_image = layout.rows[plan.start + i].image, layout.rows[source].image
+            split = masks.split(source_image, grid, x.device)
+            target_mask = masks.mask(target_image, grid, x.device)
+            if target_mask is None or masks.mask(source_image, grid, x.device) is None:
+                if masks.maps_expected:
+                    self.note(
+                        f"mask-missing-{target_image}",
+                        f"image {target_image} or its source image {source_image} had no mask at step {self._step} "
+                        "(no cross-attention map at latent/4 resolution was collected); it used unmasked control",
+                    )
+                continue
+            pairs.update((target_image, source_image))
+            if split is not None:
+                rows[i] = (split, target_mask)
+        if pairs:
+            masks.record(self._step, sorted(pairs), masks.map_grid(self._latent_size), x.device)
+        return rows if any(row is not None for row in rows) else None
+
+    # --- cross-attention maps ----------------------------------------------------------------
+
+    def map_request(self, layer: int, args: tuple, kwargs: dict) -> MapRequest | None:
+        """For an attn2 call: whether to collect its maps, and for which rows. Only calls of
+        collecting denoiser calls, at latent/4 resolution, in a U-Net call that fits the layout."""
+        masks, plan, layout = self.masks, self._plan, self._layout
+        if masks is None or not masks.collecting or plan is None or layout is None or self._latent_size is None:
+            return None
+        x = args[0] if args else kwargs.get("x")
+        grid = masks.map_grid(self._latent_size)
+        if not isinstance(x, torch.Tensor) or x.dim() != 3 or x.shape[0] != plan.size or x.shape[1] != grid[0] * grid[1]:
+            return None
+        rows = []
+        for i in range(plan.size):
+            row = layout.rows[plan.start + i]
+            positions = masks.guide.positions(row.image, row.sub) if row.group == COND else ()
+            if positions:
+                rows.append((i, row.image, positions))
+        return MapRequest(rows=tuple(rows), grid=grid) if rows else None
+
+    def add_maps(self, layer: int, request: MapRequest, heads: int, q: torch.Tensor, k: torch.Tensor) -> None:
+        """Collect the maps of an attn2 call from its queries and keys (all rows of the call)."""
+        rows = len(self._plan.sources) if self._plan is not None else -1
+        tokens = request.grid[0] * request.grid[1]
+        last = max(max(positions) for _, _, positions in request.rows)
+        if q.dim() != 3 or k.dim() != 3 or q.shape[:2] != (rows, tokens) or k.shape[0] != rows or k.shape[1] <= last:
+            self.note(
+                f"map-shape-{layer}",
+                f"layer {layer} cross-attention had queries {tuple(q.shape)} and keys {tuple(k.shape)}, which do not fit "
+                f"{rows} rows of {tokens} tokens and subject tokens up to {last}; its maps were not used",
+            )
+            return
+        with torch.no_grad():
+            for i, image, positions in request.rows:
+                self.masks.add_map(image, subject_attention(q[i], k[i], heads, positions), request.grid)
+        self.stats.map_captures += 1
 
     def _parse(
         self, layer: int, plan: CallPlan, args: tuple, kwargs: dict

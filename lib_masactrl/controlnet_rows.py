@@ -51,7 +51,7 @@ import torch
 from .controller import MasaCtrlController
 from .layout import CallPlan
 from .patching import PATCH_MARKER
-from .settings import SettingsError
+from .settings import Choice
 
 logger = logging.getLogger("masactrl")
 
@@ -67,7 +67,7 @@ _SELF_ATTENTION_TYPES = frozenset({"AttentionInjection"})
 _STYLE_ALIGN = "StyleAlign"
 
 
-class Assignment(str, enum.Enum):
+class Assignment(Choice):
     """The rows a ControlNet unit acts on."""
 
     TARGET = "target"
@@ -80,14 +80,8 @@ class Assignment(str, enum.Enum):
     """Every row, as ControlNet alone does."""
 
     @classmethod
-    def parse(cls, value: "Assignment | str") -> "Assignment":
-        if isinstance(value, Assignment):
-            return value
-        try:
-            return cls(str(value).strip().lower())
-        except ValueError:
-            allowed = ", ".join(a.value for a in cls)
-            raise SettingsError(f"ControlNet unit assignment {value!r} is not known: use one of {allowed}") from None
+    def noun(cls) -> str:
+        return "ControlNet unit assignment"
 
 
 DEFAULT_ASSIGNMENT = Assignment.TARGET

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Tuple
+from typing import Any, Tuple
 
 DEFAULT_START_STEP = 4
+DEFAULT_MASK_THRESHOLD = 0.1
 
 
 def default_start_layer(layer_count: int) -> int:
@@ -32,7 +33,26 @@ class SettingsError(ValueError):
     """A setting the user gave cannot be used; the message names the value and what is allowed."""
 
 
-class Mode(str, enum.Enum):
+class Choice(str, enum.Enum):
+    """A setting with a fixed set of values, read from UI, API or infotext text."""
+
+    @classmethod
+    def noun(cls) -> str:
+        """How error messages name the setting."""
+        raise NotImplementedError
+
+    @classmethod
+    def parse(cls, value: Any) -> Any:
+        if isinstance(value, cls):
+            return value
+        try:
+            return cls(str(value).strip().lower())
+        except ValueError:
+            allowed = ", ".join(m.value for m in cls)
+            raise SettingsError(f"{cls.noun()} {value!r} is not known: use one of {allowed}") from None
+
+
+class Mode(Choice):
     """Which keys and values a target's queries attend over in controlled layers."""
 
     MUTUAL = "mutual"
@@ -42,14 +62,8 @@ class Mode(str, enum.Enum):
     """The source's keys and values followed by the target's own."""
 
     @classmethod
-    def parse(cls, value: "Mode | str") -> "Mode":
-        if isinstance(value, Mode):
-            return value
-        try:
-            return cls(str(value).strip().lower())
-        except ValueError:
-            allowed = ", ".join(m.value for m in cls)
-            raise SettingsError(f"mode {value!r} is not known: use one of {allowed}") from None
+    def noun(cls) -> str:
+        return "mode"
 
 
 def _check_int(name: str, value: object, allow_none: bool = False) -> int | None:
@@ -62,6 +76,11 @@ def _check_int(name: str, value: object, allow_none: bool = False) -> int | None
     if value < 0:
         raise SettingsError(f"{name} must not be negative, got {value}")
     return value
+
+
+def _word_list(text: str) -> Tuple[str, ...]:
+    words = (word.strip() for word in text.split(","))
+    return tuple(dict.fromkeys(word for word in words if word))
 
 
 @dataclass(frozen=True)
@@ -89,6 +108,13 @@ class MasaCtrlSettings:
     start_layer: int | None = None
     end_layer: int | None = None
     layers: Tuple[int, ...] | None = None
+    mask_words: str = ""
+    """Subject words of the source prompt, comma separated: the source images' masks are made
+    from their cross-attention maps (mask-guided MasaCtrl, :mod:`lib_masactrl.masks`)."""
+    mask_target_words: str = ""
+    """Subject words of the target prompt; empty means the same as ``mask_words``."""
+    mask_threshold: float = DEFAULT_MASK_THRESHOLD
+    """Min-max normalised cross-attention maps at or above this are foreground."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mode", Mode.parse(self.mode))
@@ -112,6 +138,27 @@ class MasaCtrlSettings:
             if not checked:
                 raise SettingsError("the explicit layer list is empty: give at least one layer")
             object.__setattr__(self, "layers", checked)
+        for name in ("mask_words", "mask_target_words"):
+            value = "" if getattr(self, name) is None else getattr(self, name)
+            if not isinstance(value, str):
+                raise SettingsError(f"{name.replace('_', ' ')} must be text, got {value!r}")
+            object.__setattr__(self, name, value.strip())
+        threshold = self.mask_threshold
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
+            raise SettingsError(f"mask threshold must be a number from 0 to 1, got {threshold!r}")
+        object.__setattr__(self, "mask_threshold", float(threshold))
+        if self.mode is not Mode.MUTUAL and (self.source_words or self.target_words):
+            raise SettingsError(f"subject masks work with the mutual mode only, not with the {self.mode.value} mode")
+
+    @property
+    def source_words(self) -> Tuple[str, ...]:
+        """The source's subject words, each stripped, empty entries dropped."""
+        return _word_list(self.mask_words)
+
+    @property
+    def target_words(self) -> Tuple[str, ...]:
+        """The target's subject words (the source's when none are given)."""
+        return _word_list(self.mask_target_words) or self.source_words
 
     def schedule(self, layer_count: int, total_steps: int | None = None, model_name: str = "this model") -> Schedule:
         """Resolve to concrete steps and layers, or raise :class:`SettingsError` naming the bad value
