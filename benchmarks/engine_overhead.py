@@ -29,12 +29,27 @@ from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
 import ldm.modules.attention as ldm_attention  # noqa: E402
 from ldm.modules.diffusionmodules.openaimodel import UNetModel  # noqa: E402
-from lib_masactrl import MasaCtrlSettings, StepLayout, attach  # noqa: E402
+from lib_masactrl import MasaCtrlSettings, MaskGuide, StepLayout, attach  # noqa: E402
 
 UNETS = {"tiny (32 ch)": 32, "small (128 ch)": 128}
 LATENTS = (32, 64)
 ROWS = (2, 4)
-MODES = (("mutual, layers 10-15", "mutual", 10), ("mutual, all layers", "mutual", 0), ("union, layers 10-15", "union", 10))
+MODES = (
+    ("mutual, layers 10-15", "mutual", 10),
+    ("mutual, all layers", "mutual", 0),
+    ("union, layers 10-15", "union", 10),
+    ("word masks, layers 10-15", "masked", 10),
+)
+# Subject-word masks: the maps of two tokens of each image's prompt, collected at the latent/4
+# layers while the masks of the previous denoiser call steer the controlled layers.
+MASK_TOKENS = {0: ((5, 6),), 1: ((5, 6),)}
+
+
+def attach_mode(unet, mode: str, start_layer: int):
+    if mode == "masked":
+        settings = MasaCtrlSettings(mode="mutual", start_step=0, start_layer=start_layer, mask_words="subject")
+        return attach(unet, settings, masks=MaskGuide(token_positions=MASK_TOKENS))
+    return attach(unet, MasaCtrlSettings(mode=mode, start_step=0, start_layer=start_layer))
 
 
 def sdp_attention(self, x, context=None, mask=None, **kwargs):
@@ -87,7 +102,7 @@ def measure_times(channels: int, latent: int, rows: int, repeats: int, device: s
     x, t, context, layout = inputs(rows, latent, device)
     results = {}
     for label, mode, start_layer in MODES:
-        attachment = attach(unet, MasaCtrlSettings(mode=mode, start_step=0, start_layer=start_layer))
+        attachment = attach_mode(unet, mode, start_layer)
         plain, controlled = [], []
         try:
             for _ in range(2):
@@ -109,8 +124,11 @@ def peak_memory(channels: int, latent: int, rows: int, mode: str, start_layer: i
     x, t, context, layout = inputs(rows, latent, device)
     attachment = None
     if mode != "plain":
-        attachment = attach(unet, MasaCtrlSettings(mode=mode, start_step=0, start_layer=start_layer))
+        attachment = attach_mode(unet, mode, start_layer)
         attachment.controller.begin_step(10, layout)
+        with torch.no_grad():
+            unet(x, t, context=context)  # a previous call, whose maps the measured call's masks use
+        attachment.controller.begin_step(11, layout)
     if device == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()

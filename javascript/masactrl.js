@@ -9,14 +9,29 @@
         start_layer: "First U-Net transformer layer with control. -1: the model's default (10 of 16 on SD1/SD2, 44 of 70 on SDXL).",
         end_layer: "Control stops before this layer. Values past the last layer mean: through the last layer.",
         hires: "Also control the hires fix second pass. Sources and targets stay paired either way.",
+        controlnet: "Which images the enabled ControlNet units act on: the targets only (the paper: sources keep their own layout), both, or per unit.",
+        controlnet_units: "One entry per enabled ControlNet unit, in tab order: source, target or both. Example: source, target.",
+        invert: "Invert the init image to noise along the sampler's schedule, so that the source rows reconstruct it and the targets edit it.",
+        inversion_cfg: "Guidance scale of the inversion. 1 (the paper) follows the source prompt alone and reconstructs most faithfully.",
+        show_reconstruction: "Show and save the reconstruction of the init image beside each edit.",
+        mask_mode: "Keep subject and background apart: masks from the cross-attention maps of subject words, or masks you upload.",
+        mask_words: "Words of the source prompt naming the subject, comma separated (e.g. corgi). Their attention maps make the source's mask.",
+        mask_target_words: "Words of the target prompt naming the subject. Empty: the source subject words.",
+        mask_threshold: "Attention maps are scaled to 0-1 per image; at or above this value is subject.",
+        show_masks: "Add the masks MasaCtrl used to the gallery, so you can see why a result looks the way it does.",
+        source_mask: "White: the subject in the source images. Upload a mask or draw on it.",
+        target_mask: "White: the subject in the target images. Upload a mask or draw on it.",
     };
 
     function attach() {
         for (const tab of ["txt2img", "img2img"]) {
             for (const [name, text] of Object.entries(tooltips)) {
                 const element = gradioApp().getElementById(`script_${tab}_masactrl_${name}`);
-                if (element && !element.title) {
-                    element.title = text;
+                // The enable switch is the accordion's header: a title on the whole accordion would
+                // show over every control inside it.
+                const target = element && (element.querySelector(".label-wrap") || element);
+                if (target && !target.title) {
+                    target.title = text;
                 }
             }
         }

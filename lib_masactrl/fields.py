@@ -8,11 +8,38 @@ from dataclasses import dataclass
 from dataclasses import fields as dataclass_fields
 from typing import Any, Dict, Mapping, Sequence, Tuple, Union
 
-from .settings import DEFAULT_START_STEP, MasaCtrlSettings, Mode, SettingsError
+from .controlnet_rows import Assignment
+from .settings import DEFAULT_MASK_THRESHOLD, DEFAULT_START_STEP, Choice, MasaCtrlSettings, Mode, SettingsError
 
 MAX_STEPS = 150
 MAX_LAYERS = 70
 AUTO_LAYER = -1
+MAX_INVERSION_CFG = 30.0
+
+
+
+class MaskMode(Choice):
+    """Where the foreground/background masks of mask-guided control come from."""
+
+    NONE = "none"
+    WORDS = "subject words"
+    UPLOADED = "uploaded masks"
+
+    @classmethod
+    def noun(cls) -> str:
+        return "mask mode"
+
+
+class ControlNetScope(Choice):
+    """Which images the enabled ControlNet units act on, as the accordion offers it."""
+
+    TARGETS = "targets"
+    BOTH = "both"
+    PER_UNIT = "per unit"
+
+    @classmethod
+    def noun(cls) -> str:
+        return "ControlNet units apply to"
 
 
 @dataclass(frozen=True)
@@ -27,6 +54,24 @@ class ScriptArgs:
     start_layer: int = AUTO_LAYER
     end_layer: int = MAX_LAYERS
     hires: bool = False
+    controlnet: str = ControlNetScope.TARGETS.value
+    controlnet_units: str = ""
+    invert: bool = True
+    inversion_cfg: float = 1.0
+    show_reconstruction: bool = True
+    mask_mode: str = MaskMode.NONE.value
+    mask_words: str = ""
+    mask_target_words: str = ""
+    mask_threshold: float = DEFAULT_MASK_THRESHOLD
+    show_masks: bool = False
+    source_mask: Any = None
+    target_mask: Any = None
+
+    def controlnet_assignments(self) -> Tuple[Assignment, ...] | Assignment:
+        """What each enabled ControlNet unit acts on: one value for all, or one per unit."""
+        if self.controlnet == ControlNetScope.PER_UNIT:
+            return _unit_assignments(self.controlnet_units)
+        return Assignment.BOTH if self.controlnet == ControlNetScope.BOTH else Assignment.TARGET
 
     def settings(self) -> MasaCtrlSettings:
         return MasaCtrlSettings(
@@ -35,18 +80,30 @@ class ScriptArgs:
             end_step=self.end_step,
             start_layer=None if self.start_layer == AUTO_LAYER else self.start_layer,
             end_layer=self.end_layer,
+            mask_words=self.mask_words if self.mask_mode == MaskMode.WORDS else "",
+            mask_target_words=self.mask_target_words if self.mask_mode == MaskMode.WORDS else "",
+            mask_threshold=self.mask_threshold,
         )
 
-    def infotext(self, resolved_start_layer: int | None = None) -> Dict[str, Any]:
-        """Infotext entries: every setting that differs from its default, and the start layer
-        actually used, so that pasting reproduces the image on the same model."""
+    @property
+    def user_masks(self) -> Tuple[Any, Any]:
+        """The uploaded source and target masks, when the mask mode uses them."""
+        if self.mask_mode != MaskMode.UPLOADED:
+            return None, None
+        return self.source_mask, self.target_mask
+
+    def infotext(self, resolved_start_layer: int | None = None, inverted: bool = False) -> Dict[str, Any]:
+        """Infotext entries: every setting that differs from its default, the start layer
+        actually used, so that pasting reproduces the image on the same model, and whether the
+        init image was inverted (img2img)."""
         values = {field.name: getattr(self, field.name) for field in FIELDS}
         if resolved_start_layer is not None:
             values["start_layer"] = resolved_start_layer
         return {
             field.infotext: values[field.name]
             for field in FIELDS
-            if field.name == "enabled" or values[field.name] != field.default
+            if field.infotext
+            and (field.name == "enabled" or (field.name == "invert" and inverted) or values[field.name] != field.default)
         }
 
 
@@ -54,7 +111,8 @@ class ScriptArgs:
 class Field:
     name: str
     label: str
-    infotext: str
+    infotext: str | None
+    """Its key in the PNG info; ``None`` for images, which the infotext cannot hold."""
 
     @property
     def default(self) -> Any:
@@ -70,7 +128,21 @@ FIELDS: Tuple[Field, ...] = (
     Field("start_layer", "Start layer", "MasaCtrl start layer"),
     Field("end_layer", "End layer", "MasaCtrl end layer"),
     Field("hires", "Apply during hires fix", "MasaCtrl hires fix"),
+    Field("controlnet", "ControlNet units apply to", "MasaCtrl ControlNet"),
+    Field("controlnet_units", "Per enabled unit", "MasaCtrl ControlNet units"),
+    Field("invert", "Invert the init image", "MasaCtrl inversion"),
+    Field("inversion_cfg", "Inversion CFG scale", "MasaCtrl inversion CFG"),
+    Field("show_reconstruction", "Show reconstruction", "MasaCtrl show reconstruction"),
+    Field("mask_mode", "Masks", "MasaCtrl masks"),
+    Field("mask_words", "Source subject words", "MasaCtrl source subject"),
+    Field("mask_target_words", "Target subject words", "MasaCtrl target subject"),
+    Field("mask_threshold", "Mask threshold", "MasaCtrl mask threshold"),
+    Field("show_masks", "Show masks", "MasaCtrl show masks"),
+    Field("source_mask", "Source mask", None),
+    Field("target_mask", "Target mask", None),
 )
+"""The img2img-only fields (invert ... show reconstruction) exist on both tabs, hidden in txt2img,
+so that the API's positional order is the same everywhere."""
 
 FIELD_NAMES = tuple(field.name for field in FIELDS)
 
@@ -99,12 +171,46 @@ def _as_int(name: str, value: Any, low: int, high: int) -> int:
     return number
 
 
+def _as_float(name: str, value: Any, low: float, high: float) -> float:
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            raise SettingsError(f"{name} must be a number, got {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        raise SettingsError(f"{name} must be a number, got {value!r}")
+    if not low <= value <= high:
+        raise SettingsError(f"{name} {value} is out of range: allowed are {low} to {high}")
+    return float(value)
+
+
 def _as_str(name: str, value: Any) -> str:
     if value is None:
         return ""
     if not isinstance(value, str):
         raise SettingsError(f"{name} must be text, got {value!r}")
     return value
+
+
+def fill_pasted_defaults(params: Dict[str, Any]) -> None:
+    """Pasted generation parameters leave a control unchanged when its key is missing, and the
+    infotext omits settings at their defaults: give those keys their defaults so that pasting
+    restores every setting, not just the ones that differed."""
+    if FIELDS[0].infotext not in params:
+        return
+    for field in FIELDS:
+        if field.infotext:
+            params.setdefault(field.infotext, field.default)
+
+
+def _unit_assignments(text: str) -> Tuple[Assignment, ...]:
+    entries = [entry.strip() for entry in text.split(",")]
+    if not any(entries):
+        raise SettingsError(
+            "ControlNet units apply 'per unit' but no assignment was given: list source, target or both "
+            "for each enabled unit, for example 'source, target'"
+        )
+    return tuple(Assignment.parse(entry) for entry in entries)
 
 
 def parse_args(args: Union[Sequence[Any], Mapping[str, Any]]) -> ScriptArgs:
@@ -114,7 +220,7 @@ def parse_args(args: Union[Sequence[Any], Mapping[str, Any]]) -> ScriptArgs:
     if not isinstance(args, Mapping) and args and isinstance(args[0], Mapping):
         args = args[0]
     if isinstance(args, Mapping):
-        by_key = {field.infotext: field.name for field in FIELDS}
+        by_key = {field.infotext: field.name for field in FIELDS if field.infotext}
         values = {}
         for key, value in args.items():
             name = by_key.get(key, key)
@@ -131,7 +237,7 @@ def parse_args(args: Union[Sequence[Any], Mapping[str, Any]]) -> ScriptArgs:
     if not _as_bool("enabled", values["enabled"]):
         return ScriptArgs()
     mode = Mode.parse(values["mode"]).value
-    return ScriptArgs(
+    parsed = ScriptArgs(
         enabled=_as_bool("enabled", values["enabled"]),
         source_prompt=_as_str("source prompt", values["source_prompt"]),
         mode=mode,
@@ -140,4 +246,22 @@ def parse_args(args: Union[Sequence[Any], Mapping[str, Any]]) -> ScriptArgs:
         start_layer=_as_int("start layer", values["start_layer"], AUTO_LAYER, MAX_LAYERS - 1),
         end_layer=_as_int("end layer", values["end_layer"], 1, MAX_LAYERS),
         hires=_as_bool("apply during hires fix", values["hires"]),
+        controlnet=ControlNetScope.parse(values["controlnet"]).value,
+        controlnet_units=_as_str("ControlNet per-unit assignment", values["controlnet_units"]),
+        invert=_as_bool("invert the init image", values["invert"]),
+        inversion_cfg=_as_float("inversion CFG scale", values["inversion_cfg"], 1.0, MAX_INVERSION_CFG),
+        show_reconstruction=_as_bool("show reconstruction", values["show_reconstruction"]),
+        mask_mode=MaskMode.parse(values["mask_mode"]).value,
+        mask_words=_as_str("source subject words", values["mask_words"]),
+        mask_target_words=_as_str("target subject words", values["mask_target_words"]),
+        mask_threshold=_as_float("mask threshold", values["mask_threshold"], 0.0, 1.0),
+        show_masks=_as_bool("show masks", values["show_masks"]),
+        source_mask=values["source_mask"],
+        target_mask=values["target_mask"],
     )
+    parsed.controlnet_assignments()
+    if parsed.mask_mode == MaskMode.WORDS and not parsed.mask_words.strip():
+        raise SettingsError("masks from subject words need at least one source subject word, for example 'corgi'")
+    if parsed.mask_mode == MaskMode.UPLOADED and (parsed.source_mask is None or parsed.target_mask is None):
+        raise SettingsError("uploaded masks need both a source mask and a target mask")
+    return parsed

@@ -5,23 +5,28 @@ collecting what the user must be told. Hosts feed it plain values; it knows noth
 from __future__ import annotations
 
 import logging
-from typing import List, Sequence
+from typing import Any, Callable, List, Sequence
 
+import torch
 from torch import nn
 
+from .controlnet_rows import UnitRestriction, restrict_units
 from .fields import ScriptArgs
 from .layers import LayerMap
 from .layout import LayoutError, StepLayout, pair_halves
+from .masks import MaskGuide, UsedMasks
 from .patching import Attachment, attach, detach_all
 from .settings import SettingsError
 
 logger = logging.getLogger("masactrl")
 
 
-def pair_prompts(prompts: Sequence[str], batch_size: int, source_prompt: str) -> List[str]:
-    """Source slots of every batch get the source prompt (their own if it is empty)."""
+def pair_prompts(prompts: Sequence[str], batch_size: int, source_prompt: str, empty_is_main: bool = True) -> List[str]:
+    """Source slots of every batch get the source prompt. An empty one means the main prompt,
+    except for a real image's inversion, where it means no prompt (the paper's default)."""
     half = batch_size // 2
-    return [source_prompt if source_prompt and i % batch_size < half else prompt for i, prompt in enumerate(prompts)]
+    use_source = bool(source_prompt) or not empty_is_main
+    return [source_prompt if use_source and i % batch_size < half else prompt for i, prompt in enumerate(prompts)]
 
 
 def share_seeds(seeds: Sequence[int], batch_size: int) -> List[int]:
@@ -55,8 +60,31 @@ class GenerationSession:
                 "but MasaCtrl does not act on this generation"
             )
         self.attachment: Attachment | None = None
+        self.restriction: UnitRestriction | None = None
+        self.masks: MaskGuide | None = None
+        self.used_masks: List[UsedMasks] = []
+        """The masks each pass's last masked step used, for the previews."""
+        self.pass_controlled = False
         self.steps_controlled = 0
         """Steps of the current pass that should have been controlled."""
+
+    @property
+    def source_images(self) -> List[int]:
+        """The images of a batch that no other image reads from: the sources."""
+        return [image for image, source in enumerate(self.image_sources) if source is None]
+
+    def inversion_call(self, call: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Callable:
+        """Wrap one model call of the inversion of the sources' init latents: no attention is
+        controlled there, and every row counts as a source, so ControlNet units assigned to the
+        targets stay out of the inversion."""
+
+        def run(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+            if self.attachment is not None:
+                layout = StepLayout.cfg((None,) * x.shape[0], uncond=False)
+                self.attachment.controller.begin_step(None, layout)
+            return call(x, sigma)
+
+        return run
 
     @property
     def start_layer(self) -> int:
@@ -64,17 +92,35 @@ class GenerationSession:
 
     # --- passes -----------------------------------------------------------------------------
 
-    def start_pass(self, unet: nn.Module, controlled: bool) -> None:
-        """Before a sampling pass: attach to the U-Net that will sample it, or make sure nothing
-        is attached when this pass runs without control (hires fix left unticked)."""
+    def start_pass(
+        self,
+        unet: nn.Module,
+        controlled: bool,
+        controlnet: Any = None,
+        assignments: Any = None,
+        masks: MaskGuide | None = None,
+    ) -> None:
+        """Before a sampling pass: attach to the U-Net that will sample it. A pass without control
+        (hires fix left unticked) still needs the row layout when ControlNet units are narrowed to
+        sources or targets, so it attaches without controlling any step; otherwise nothing stays
+        attached. ``controlnet`` is the ControlNet extension's hooked network, if any, and
+        ``assignments`` overrides the user's unit assignment (see :func:`restrict_units`);
+        ``masks`` are the batch's masks (see :func:`~lib_masactrl.masks.mask_guide`)."""
         self.end_pass()
         detach_all(unet)
-        if controlled:
-            self._attach(unet)
+        self.pass_controlled = controlled
+        self.masks = masks
+        units = bool(getattr(controlnet, "control_params", None))
+        if (controlled or units) and self._attach(unet) and units:
+            try:
+                wanted = assignments if assignments is not None else self.args.controlnet_assignments()
+                self.restriction = restrict_units(controlnet, self.attachment.controller, wanted)
+            except SettingsError as error:
+                self.note(f"{error}; ControlNet units act on every image")
 
     def _attach(self, unet: nn.Module) -> bool:
         try:
-            self.attachment = attach(unet, self.settings, total_steps=None)
+            self.attachment = attach(unet, self.settings, total_steps=None, masks=self.masks)
         except SettingsError as error:
             self.note(f"this pass's model does not fit the settings ({error}); it ran without MasaCtrl")
             return False
@@ -112,6 +158,9 @@ class GenerationSession:
                 "those steps ran without MasaCtrl"
             )
             layout = None
+        if not self.pass_controlled:
+            attachment.controller.begin_step(None, layout)
+            return
         if layout is not None and attachment.controller.schedule.controls_step(step):
             self.steps_controlled += 1
         attachment.controller.begin_step(step, layout)
@@ -119,11 +168,16 @@ class GenerationSession:
     def end_pass(self) -> None:
         """After a pass (or on any exit): detach, and say so if control never acted although it
         should have (an ``sd_unet`` replacement bypasses the attention modules, for example)."""
+        if self.restriction is not None:
+            self.restriction.release()
+            self.restriction = None
         attachment = self.attachment
         if attachment is None:
             return
         self.attachment = None
         stats = attachment.controller.stats
+        if attachment.controller.used_masks is not None:
+            self.used_masks.append(attachment.controller.used_masks)
         for message in attachment.controller.notes:
             self.note(message, log=False)
         attachment.detach()

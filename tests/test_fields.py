@@ -9,7 +9,9 @@ from lib_masactrl.session import pair_prompts, sampler_step, share_seeds
 
 def test_api_order_is_the_field_table_order():
     assert [field.name for field in FIELDS] == [
-        "enabled", "source_prompt", "mode", "start_step", "end_step", "start_layer", "end_layer", "hires"
+        "enabled", "source_prompt", "mode", "start_step", "end_step", "start_layer", "end_layer", "hires",
+        "controlnet", "controlnet_units", "invert", "inversion_cfg", "show_reconstruction", "mask_mode", "mask_words",
+        "mask_target_words", "mask_threshold", "show_masks", "source_mask", "target_mask",
     ]
 
 
@@ -42,7 +44,16 @@ def test_disabled_ignores_the_other_values():
         ([True, 5], "source prompt must be text, got 5"),
         (["yes"], "enabled must be true or false, got 'yes'"),
         ([{"enabled": True, "start": 3}], "unknown MasaCtrl argument 'start'"),
-        ([True] * 9, "MasaCtrl takes at most 8 arguments"),
+        ([True] * 21, "MasaCtrl takes at most 20 arguments"),
+        ({"enabled": True, "mask_mode": "words"}, "mask mode 'words' is not known: use one of none, subject words"),
+        ({"enabled": True, "mask_mode": "subject words"}, "need at least one source subject word"),
+        ({"enabled": True, "mask_mode": "uploaded masks", "source_mask": 1}, "need both a source mask and a target mask"),
+        ({"enabled": True, "mask_threshold": 1.5}, "mask threshold 1.5 is out of range"),
+        ([True, "", "mutual", 4, 150, -1, 70, False, "sources"], "ControlNet units apply to 'sources' is not known"),
+        ([True, "", "mutual", 4, 150, -1, 70, False, "per unit", ""], "list source, target or both for each enabled unit"),
+        ([True, "", "mutual", 4, 150, -1, 70, False, "per unit", "source, tgt"], "assignment 'tgt' is not known"),
+        ({"enabled": True, "inversion_cfg": 0.5}, "inversion CFG scale 0.5 is out of range: allowed are 1.0 to 30.0"),
+        ({"enabled": True, "inversion_cfg": "x"}, "inversion CFG scale must be a number, got 'x'"),
     ],
 )
 def test_bad_args_are_refused_with_a_clear_message(args, message):
@@ -74,3 +85,12 @@ def test_sources_get_the_source_prompt_and_targets_share_their_source_seed():
 )
 def test_sampler_step_counts_second_order_calls_as_one_step(calls_planned, steps, expected):
     assert [sampler_step(i, calls_planned, steps) for i in range(len(expected))] == expected
+
+
+def test_controlnet_assignments_for_all_units_or_per_unit():
+    from lib_masactrl import Assignment
+
+    assert parse_args([True]).controlnet_assignments() is Assignment.TARGET
+    assert parse_args({"enabled": True, "controlnet": "both"}).controlnet_assignments() is Assignment.BOTH
+    per_unit = parse_args({"enabled": True, "controlnet": "per unit", "controlnet_units": "Source, target ,both"})
+    assert per_unit.controlnet_assignments() == (Assignment.SOURCE, Assignment.TARGET, Assignment.BOTH)
