@@ -159,7 +159,9 @@ def test_batch_count_repeats_the_pairing_and_infotexts_round_trip(host):
     assert [text.split("\n")[0] for text in infotexts] == [SOURCE, TARGET, SOURCE, TARGET]
     assert all(f"Seed: {seed}," in text for seed, text in zip([100, 100, 102, 102], infotexts))
     values = host.script_values_from_infotext(infotexts[1], "MasaCtrl")
-    assert values == [True, SOURCE, "union", 3, 5, 12, 15, True, "targets", "", True, 1.0, True, "none", "", "", 0.1, False, None, None]
+    assert values == [
+        True, SOURCE, "union", 3, 5, 12, 15, True, "targets", "", True, 1.0, True, "none", "", "", 0.1, False, None, None
+    ]
 
 
 def test_the_ui_returns_components_in_api_order(host):
