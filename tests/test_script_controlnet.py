@@ -544,3 +544,18 @@ def test_a_reference_only_unit_is_named_in_the_comments(host, unet, models):
     # ControlNet's postprocess put the blocks back; MasaCtrl left nothing on them.
     assert all(vars(block)["_forward"] is block._original_inner_forward_cn_hijack for block in hijacked)
     assert release_units(SimpleNamespace(control_params=controlnet_script(host).networks[-1].built_params)) == 0
+
+
+def test_units_stay_on_the_targets_in_an_uncontrolled_hires_pass(host, models):
+    """With "apply during hires fix" off, MasaCtrl still knows the rows of the second pass and keeps
+    the units to the targets there; ControlNet's own hires handling runs unchanged."""
+    count = len(controlnet_script(host).networks)
+    hires_hint = torch.rand(1, 3, 128, 128, generator=torch.Generator().manual_seed(1))
+    processed = generate(
+        host, masactrl(), [unit(models.cn, 0, hr_hint=hires_hint)], enable_hr=True, hr_scale=2, denoising_strength=0.6,
+    )
+    network = last_network(host, count)
+    assert len(network.residual_log) > STEPS, "the hires pass must call the U-Net too"
+    for call in network.residual_log:
+        assert reached_rows(call[0]) == TARGET_ROWS
+    assert "MasaCtrl: " not in processed.comments
