@@ -145,6 +145,7 @@ FIELDS: Tuple[Field, ...] = (
 so that the API's positional order is the same everywhere."""
 
 FIELD_NAMES = tuple(field.name for field in FIELDS)
+FIELD_BY_NAME = {field.name: field for field in FIELDS}
 
 
 def _as_bool(name: str, value: Any) -> bool:

@@ -18,7 +18,6 @@ import tqdm
 from PIL import Image
 
 from lib_masactrl import (
-    DEFAULT_MASK_THRESHOLD,
     Assignment,
     InversionCache,
     InversionInterrupted,
@@ -39,6 +38,7 @@ from lib_masactrl import (
 )
 from lib_masactrl.fields import (
     AUTO_LAYER,
+    FIELD_BY_NAME,
     FIELDS,
     MAX_INVERSION_CFG,
     MAX_LAYERS,
@@ -315,97 +315,63 @@ class MasaCtrlScript(scripts.Script):
         return scripts.AlwaysVisible
 
     def ui(self, is_img2img: bool) -> List[Any]:
-        label = {field.name: field.label for field in FIELDS}
-        with InputAccordion(False, label=label["enabled"], elem_id=self.elem_id("enabled")) as enabled:
-            source_prompt = gr.Textbox(
-                label=label["source_prompt"], lines=2, elem_id=self.elem_id("source_prompt"),
-                placeholder=(
-                    "What the init image shows, used to invert and reconstruct it; empty: no prompt (the paper)"
-                    if is_img2img else "Prompt of the source images (first half of the batch); empty: the main prompt"
-                ),
-            )
+        made: Dict[str, Any] = {}
+
+        def control(kind: Any, name: str, **options: Any) -> Any:
+            """One accordion control: label, default and element id come from the field table."""
+            field = FIELD_BY_NAME[name]
+            options.setdefault("value", field.default)
+            made[name] = kind(label=field.label, elem_id=self.elem_id(name), **options)
+            return made[name]
+
+        def choice(name: str, values: Any) -> Any:
+            return control(gr.Radio, name, choices=[value.value for value in values])
+
+        source_placeholder = (
+            "What the init image shows, used to invert and reconstruct it; empty: no prompt (the paper)" if is_img2img
+            else "Prompt of the source images (first half of the batch); empty: the main prompt"
+        )
+        with InputAccordion(False, label=FIELD_BY_NAME["enabled"].label, elem_id=self.elem_id("enabled")) as enabled:
+            made["enabled"] = enabled
+            control(gr.Textbox, "source_prompt", lines=2, placeholder=source_placeholder)
             with gr.Row():
-                mode = gr.Radio(
-                    label=label["mode"], choices=[m.value for m in Mode], value=Mode.MUTUAL.value,
-                    elem_id=self.elem_id("mode"),
-                )
-                hires = gr.Checkbox(label=label["hires"], value=False, elem_id=self.elem_id("hires"))
+                choice("mode", Mode)
+                control(gr.Checkbox, "hires")
             with gr.Row():
-                start_step = self._slider("start_step", label, 0, MAX_STEPS - 1)
-                end_step = self._slider("end_step", label, 1, MAX_STEPS)
+                control(gr.Slider, "start_step", minimum=0, maximum=MAX_STEPS - 1, step=1)
+                control(gr.Slider, "end_step", minimum=1, maximum=MAX_STEPS, step=1)
             with gr.Row():
-                start_layer = self._slider("start_layer", label, AUTO_LAYER, MAX_LAYERS - 1)
-                end_layer = self._slider("end_layer", label, 1, MAX_LAYERS)
+                control(gr.Slider, "start_layer", minimum=AUTO_LAYER, maximum=MAX_LAYERS - 1, step=1)
+                control(gr.Slider, "end_layer", minimum=1, maximum=MAX_LAYERS, step=1)
             with gr.Row(visible=_controlnet_installed()):
-                controlnet = gr.Radio(
-                    label=label["controlnet"], choices=[scope.value for scope in ControlNetScope],
-                    value=ControlNetScope.TARGETS.value,
-                    elem_id=self.elem_id("controlnet"),
-                )
-                controlnet_units = gr.Textbox(
-                    label=label["controlnet_units"], placeholder="source, target", visible=False,
-                    elem_id=self.elem_id("controlnet_units"),
-                )
+                controlnet = choice("controlnet", ControlNetScope)
+                units = control(gr.Textbox, "controlnet_units", placeholder="source, target", visible=False)
             with gr.Row(visible=is_img2img):
-                invert = gr.Checkbox(label=label["invert"], value=True, elem_id=self.elem_id("invert"))
-                show_reconstruction = gr.Checkbox(
-                    label=label["show_reconstruction"], value=True, elem_id=self.elem_id("show_reconstruction"),
-                )
-                inversion_cfg = gr.Slider(
-                    label=label["inversion_cfg"], minimum=1.0, maximum=MAX_INVERSION_CFG, step=0.5, value=1.0,
-                    elem_id=self.elem_id("inversion_cfg"),
-                )
+                control(gr.Checkbox, "invert")
+                control(gr.Checkbox, "show_reconstruction")
+                control(gr.Slider, "inversion_cfg", minimum=1.0, maximum=MAX_INVERSION_CFG, step=0.5)
             with gr.Accordion(label="Masks", open=False):
                 with gr.Row():
-                    mask_mode = gr.Radio(
-                        label=label["mask_mode"], choices=[mode.value for mode in MaskMode], value=MaskMode.NONE.value,
-                        elem_id=self.elem_id("mask_mode"),
-                    )
-                    show_masks = gr.Checkbox(label=label["show_masks"], value=False, elem_id=self.elem_id("show_masks"))
+                    choice("mask_mode", MaskMode)
+                    control(gr.Checkbox, "show_masks")
                 with gr.Row():
-                    mask_words = gr.Textbox(
-                        label=label["mask_words"], placeholder="corgi", elem_id=self.elem_id("mask_words"),
-                    )
-                    mask_target_words = gr.Textbox(
-                        label=label["mask_target_words"], placeholder="empty: the source subject words",
-                        elem_id=self.elem_id("mask_target_words"),
-                    )
-                    mask_threshold = gr.Slider(
-                        label=label["mask_threshold"], minimum=0.0, maximum=1.0, step=0.01,
-                        value=DEFAULT_MASK_THRESHOLD, elem_id=self.elem_id("mask_threshold"),
-                    )
+                    control(gr.Textbox, "mask_words", placeholder="corgi")
+                    control(gr.Textbox, "mask_target_words", placeholder="empty: the source subject words")
+                    control(gr.Slider, "mask_threshold", minimum=0.0, maximum=1.0, step=0.01)
                 with gr.Row():
-                    source_mask = gr.Image(
-                        label=label["source_mask"], type="pil", image_mode="L", tool="sketch",
-                        elem_id=self.elem_id("source_mask"),
-                    )
-                    target_mask = gr.Image(
-                        label=label["target_mask"], type="pil", image_mode="L", tool="sketch",
-                        elem_id=self.elem_id("target_mask"),
-                    )
+                    control(gr.Image, "source_mask", type="pil", image_mode="L", tool="sketch")
+                    control(gr.Image, "target_mask", type="pil", image_mode="L", tool="sketch")
             controlnet.change(
-                fn=lambda choice: gr.update(visible=choice == ControlNetScope.PER_UNIT.value),
-                inputs=[controlnet], outputs=[controlnet_units], show_progress=False,
+                fn=lambda scope: gr.update(visible=scope == ControlNetScope.PER_UNIT.value),
+                inputs=[controlnet], outputs=[units], show_progress=False,
             )
-        components = {
-            "enabled": enabled, "source_prompt": source_prompt, "mode": mode, "start_step": start_step,
-            "end_step": end_step, "start_layer": start_layer, "end_layer": end_layer, "hires": hires,
-            "controlnet": controlnet, "controlnet_units": controlnet_units, "invert": invert,
-            "inversion_cfg": inversion_cfg, "show_reconstruction": show_reconstruction, "mask_mode": mask_mode,
-            "mask_words": mask_words, "mask_target_words": mask_target_words, "mask_threshold": mask_threshold,
-            "show_masks": show_masks, "source_mask": source_mask, "target_mask": target_mask,
-        }
-        enabled.change(fn=self.layer_ranges, inputs=[], outputs=[start_layer, end_layer], show_progress=False)
-        ordered = [components[field.name] for field in FIELDS]
-        self.infotext_fields = [(component, field.infotext) for component, field in zip(ordered, FIELDS) if field.infotext]
+        enabled.change(
+            fn=self.layer_ranges, inputs=[], outputs=[made["start_layer"], made["end_layer"]], show_progress=False
+        )
+        ordered = [made[field.name] for field in FIELDS]
+        self.infotext_fields = [(made[field.name], field.infotext) for field in FIELDS if field.infotext]
         self.paste_field_names = [field.infotext for field in FIELDS if field.infotext]
         return ordered
-
-    def _slider(self, name: str, label: Dict[str, str], minimum: int, maximum: int) -> Any:
-        default = next(field.default for field in FIELDS if field.name == name)
-        return gr.Slider(
-            label=label[name], minimum=minimum, maximum=maximum, step=1, value=default, elem_id=self.elem_id(name)
-        )
 
     @staticmethod
     def layer_ranges() -> Tuple[Dict[str, Any], Dict[str, Any]]:
