@@ -192,6 +192,12 @@ class Attachment:
     def attached(self) -> bool:
         return self._hook is not None
 
+    @property
+    def intact(self) -> bool:
+        """Still installed on the U-Net: a host may have removed every patch meanwhile (the
+        WebUI's model-loaded callback after reloading weights into the same modules)."""
+        return self._hook is not None and self._hook.id in self.unet._forward_pre_hooks
+
     def detach(self) -> None:
         """Remove everything :func:`attach` installed. Safe to call more than once."""
         if self._hook is not None:

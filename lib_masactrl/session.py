@@ -140,7 +140,9 @@ class GenerationSession:
         attachment = self.attachment
         if attachment is None:
             return
-        if attachment.unet is not unet:
+        if attachment.unet is not unet or not attachment.intact:
+            # A refiner loads a new model, or reloads weights into this one and the model-loaded
+            # callback removed the patches: either way, attach to what samples now.
             self.note("the model changed during sampling (refiner); MasaCtrl follows the new model")
             self.end_pass()
             if not self._attach(unet):

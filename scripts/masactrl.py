@@ -9,7 +9,7 @@ import hashlib
 import io
 import logging
 import os
-from typing import Any, Callable, Dict, Iterator, List, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Sequence, Tuple
 
 import gradio as gr
 import numpy as np
@@ -62,6 +62,7 @@ XYZ_PREFIX = "[MasaCtrl] "
 # ControlNet's batch option that gives unit i to image i (its scripts/enums.py, BatchOption.SEPARATE)
 CONTROLNET_SEPARATE = "Each ControlNet unit for each image in a batch"
 CACHE_OPTION = "masactrl_inversion_cache_size"
+TARGET_PROMPT_KEY = "MasaCtrl target prompt"
 SAVE_MASKS_OPTION = "masactrl_save_masks"
 INVERSION_JOB = "MasaCtrl inversion"
 DEFAULT_CACHE_SIZE = 4
@@ -187,6 +188,27 @@ def _console_progress(total: int) -> Iterator[Callable[[int, int], None]]:
         bar.close()
 
 
+def _effective_batch_size(p: Any) -> int:
+    """img2img with several init images (up to the batch size) makes one image per init image:
+    ``p.init`` shrinks the batch after ``process`` (processing.py), so pair for that size."""
+    images = getattr(p, "init_images", None) or ()
+    return len(images) if 1 < len(images) <= p.batch_size else p.batch_size
+
+
+def _target_prompt_of_sources(batch_size: int) -> Callable[..., str | None]:
+    """Infotext value for source images: the target (main) prompt. A source image's own prompt
+    is the source prompt, so pasting its parameters would otherwise make the source prompt the
+    main prompt. ``create_infotext`` calls it with its locals (``all_prompts``, ``index``)."""
+    half = batch_size // 2
+
+    def value(all_prompts: Sequence[str] | None = None, index: int = 0, **_: Any) -> str | None:
+        if not all_prompts or len(all_prompts) % batch_size or index % batch_size >= half:
+            return None
+        return all_prompts[index + half]
+
+    return value
+
+
 def _mask_guide(p: Any, session: GenerationSession) -> MaskGuide | None:
     """The batch's masks: subject words found in each image's prompt with the model's own
     tokenizer, or the uploaded masks. Prompt editing (``[a:b:0.5]``) is read at the start step."""
@@ -199,7 +221,8 @@ def _mask_guide(p: Any, session: GenerationSession) -> MaskGuide | None:
     prompts = p.hr_prompts if getattr(p, "is_hr_pass", False) else p.prompts
     indexes, flat, _ = prompt_parser.get_multicond_prompt_list(prompts)
     start = session.settings.start_step
-    subprompts = [[_prompt_at_step(flat[index], start, p.steps) for index, _ in image] for image in indexes]
+    steps = (p.hr_second_pass_steps or p.steps) if getattr(p, "is_hr_pass", False) else p.steps
+    subprompts = [[_prompt_at_step(flat[index], start, steps) for index, _ in image] for image in indexes]
     encoder = _text_encoder()
     return mask_guide(
         session.settings, session.image_sources, subprompts,
@@ -231,9 +254,9 @@ def _mask_array(value: Any) -> np.ndarray | None:
     if value is None or (isinstance(value, str) and not value):
         return None
     if isinstance(value, dict):
-        layers = [_mask_array(value.get(key)) for key in ("image", "mask")]
-        layers = [layer for layer in layers if layer is not None]
-        return np.maximum.reduce(layers) if layers else None
+        # gradio's sketch tool: the uploaded picture and the strokes drawn on it; strokes win.
+        strokes = _mask_array(value.get("mask"))
+        return strokes if strokes is not None and strokes.any() else _mask_array(value.get("image"))
     if isinstance(value, str):
         try:
             value = Image.open(io.BytesIO(base64.b64decode(value.split(",", 1)[-1])))
@@ -250,19 +273,24 @@ def _mask_array(value: Any) -> np.ndarray | None:
 
 
 def _show_masks(p: Any, processed: Any, session: GenerationSession) -> None:
-    """Add the masks each pass used to the gallery, labelled; saved only if the user asked."""
+    """Add the masks each pass used to the gallery; saved only if the user asked. Each gets its
+    generation's infotext plus a "MasaCtrl mask" entry: the gallery's Save button parses every
+    selected image's infotext and needs its Seed (ui_common.py)."""
+    base = processed.info
+    # Other scripts (ControlNet's detect maps) may have added images without infotexts.
+    processed.infotexts.extend([base] * (len(processed.images) - len(processed.infotexts)))
     for used in session.used_masks:
         for image, mask in sorted(used.masks.items()):
             role = "source" if session.image_sources[image] is None else "target"
-            label = f"MasaCtrl mask: {role} {image + 1}, step {used.step}"
-            picture = Image.fromarray((mask.numpy() * 255).astype(np.uint8), "L").resize(
-                (p.width, p.height), Image.NEAREST
-            )
+            label = f"{role} {image + 1}, step {used.step}"
+            size = mask.shape[-1] * 4 * 8, mask.shape[-2] * 4 * 8
+            picture = Image.fromarray((mask.numpy() * 255).astype(np.uint8), "L").resize(size, Image.NEAREST)
+            info = f'{base}, MasaCtrl mask: "{label}"'
             processed.images.append(picture)
-            processed.infotexts.append(label)
+            processed.infotexts.append(info)
             if shared.opts.data.get(SAVE_MASKS_OPTION, False):
-                images.save_image(picture, p.outpath_samples, "", p.seed, label, shared.opts.samples_format,
-                                  info=label, p=p, suffix="-masactrl-mask")
+                images.save_image(picture, p.outpath_samples, "", p.all_seeds[0], label, shared.opts.samples_format,
+                                  info=info, p=p, suffix="-masactrl-mask")
 
 
 def _controlnet_installed() -> bool:
@@ -391,6 +419,17 @@ class MasaCtrlScript(scripts.Script):
     def process(self, p: Any, *args: Any) -> None:
         unet = _unet(p.sd_model)
         detach_all(unet)
+        try:
+            self._start(p, unet, args)
+        except Exception as error:
+            # The WebUI logs an exception raised here and generates plain images: stop instead.
+            logger.exception("MasaCtrl: could not prepare the generation")
+            self._refuse(p, unet, f"could not prepare the generation ({error})")
+
+    def _start(self, p: Any, unet: Any, args: Sequence[Any]) -> None:
+        if getattr(p, "txt2img_upscale", False):
+            # The gallery's Upscale button re-runs one finished image through hires fix: nothing to pair.
+            return
         overrides: Dict[str, Any] = getattr(p, OVERRIDES_ATTRIBUTE, {})
         try:
             parsed = parse_args(args)
@@ -401,8 +440,9 @@ class MasaCtrlScript(scripts.Script):
             return
         if not parsed.enabled:
             return
+        batch_size = _effective_batch_size(p)
         try:
-            session = GenerationSession(parsed, p.batch_size, p.steps, unet)
+            session = GenerationSession(parsed, batch_size, p.steps, unet)
         except (SettingsError, LayoutError) as error:
             self._refuse(p, unet, str(error))
             return
@@ -418,12 +458,16 @@ class MasaCtrlScript(scripts.Script):
                     f"the {p.sampler_name} sampler adds fresh noise at every step, so the reconstruction drifts "
                     "from the init image; Euler (or another deterministic first-order sampler) reconstructs it exactly"
                 )
-        p.all_prompts = pair_prompts(p.all_prompts, p.batch_size, parsed.source_prompt, empty_is_main=not inverting)
+        source_prompt = parsed.source_prompt
+        if source_prompt and getattr(p, "styles", None):
+            source_prompt = shared.prompt_styles.apply_styles_to_prompt(source_prompt, p.styles)
+        p.all_prompts = pair_prompts(p.all_prompts, batch_size, source_prompt, empty_is_main=not inverting)
         if getattr(p, "all_hr_prompts", None):
-            p.all_hr_prompts = pair_prompts(p.all_hr_prompts, p.batch_size, parsed.source_prompt)
-        p.all_seeds = share_seeds(p.all_seeds, p.batch_size)
-        p.all_subseeds = share_seeds(p.all_subseeds, p.batch_size)
+            p.all_hr_prompts = pair_prompts(p.all_hr_prompts, batch_size, source_prompt)
+        p.all_seeds = share_seeds(p.all_seeds, batch_size)
+        p.all_subseeds = share_seeds(p.all_subseeds, batch_size)
         p.extra_generation_params.update(parsed.infotext(session.start_layer, inverted=inverting))
+        p.extra_generation_params[TARGET_PROMPT_KEY] = _target_prompt_of_sources(batch_size)
         setattr(p, SESSION_ATTRIBUTE, session)
         _cleanup_on_close(p, unet)
 
@@ -441,6 +485,16 @@ class MasaCtrlScript(scripts.Script):
         if session is None:
             return
         unet = _unet(shared.sd_model)
+        try:
+            self._before_sampling(p, session, unet, kwargs)
+        except Exception as error:
+            # Swallowed by the WebUI, this would leave uncontrolled images: stop instead.
+            logger.exception("MasaCtrl: could not prepare the sampling pass")
+            setattr(p, SESSION_ATTRIBUTE, None)
+            session.close()
+            self._refuse(p, unet, f"could not prepare the sampling pass ({error})")
+
+    def _before_sampling(self, p: Any, session: GenerationSession, unet: Any, kwargs: Dict[str, Any]) -> None:
         replacement = sd_unet.current_unet
         if replacement is not None:
             # processing.py applies the selected SD Unet after ``process``, so it is checked here.
@@ -634,6 +688,8 @@ def on_ui_settings() -> None:
 
 
 def on_infotext_pasted(infotext: str, params: Dict[str, Any]) -> None:
+    if TARGET_PROMPT_KEY in params:
+        params["Prompt"] = params.pop(TARGET_PROMPT_KEY)
     fill_pasted_defaults(params)
 
 

@@ -12,6 +12,7 @@ import sys
 import pytest
 import torch
 from engine_helpers import module_state
+from tiny_unets import make_inputs
 
 import ldm.modules.attention as ldm_attention
 from lib_masactrl import LayerMap, MasaCtrlSettings, SettingsError, StepLayout, attach, detach_all
@@ -227,3 +228,25 @@ def test_a_stop_guard_raises_on_the_next_call_and_is_removed_by_detach_all(sd15)
         sd15(torch.randn(1, 4, 8, 8), torch.full((1,), 300), context=torch.randn(1, 77, 768))
     assert detach_all(sd15) == 1
     assert module_state(sd15) == before
+
+
+def test_a_session_attaches_again_when_the_host_removed_its_patches(sd15):
+    """The WebUI's model-loaded callback removes every patch when a refiner of the same
+    architecture reloads weights into the same modules mid-sampling; control must go on."""
+    from lib_masactrl.fields import ScriptArgs
+    from lib_masactrl.session import GenerationSession
+
+    session = GenerationSession(ScriptArgs(enabled=True, start_step=0), 2, 4, sd15)
+    session.start_pass(sd15, controlled=True)
+    first = session.attachment
+    session.denoiser_call(sd15, 0, 4, 4, rows=4, cond_repeats=None)
+    detach_all(sd15)
+    assert not first.intact
+    session.denoiser_call(sd15, 1, 4, 4, rows=4, cond_repeats=None)
+    assert session.attachment is not first and session.attachment.intact
+    x, t, context = make_inputs(sd15, 4, 16, 16)
+    with torch.no_grad():
+        sd15(x, t, context=context)
+    assert session.attachment.controller.stats.controlled_calls > 0
+    session.close()
+    assert detach_all(sd15) == 0

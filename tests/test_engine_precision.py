@@ -7,7 +7,7 @@ import pytest
 import torch
 from tiny_unets import make_inputs
 
-from lib_masactrl import MaskGuide, MasaCtrlSettings, StepLayout, attach
+from lib_masactrl import MasaCtrlSettings, MaskGuide, StepLayout, attach
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])

@@ -3,6 +3,7 @@ along the sampler's schedule, sources reconstruct it, targets edit it."""
 
 from __future__ import annotations
 
+import json
 import pathlib
 
 import numpy as np
@@ -296,3 +297,27 @@ def test_the_cache_size_setting_can_turn_the_cache_off(host, probe):
     edit(host, steps=4)
     assert probe.unet_calls == 2 * first
     assert len(inversion_cache(host)) == 0
+
+
+def test_two_init_images_through_the_api_pair_as_one_source_and_one_target(host, sd15):
+    """p.init shrinks the batch to the number of init images after ``process`` (processing.py)."""
+    import base64
+    import io
+
+    def encoded(image):
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        return base64.b64encode(buffer.getvalue()).decode()
+
+    before = module_state(sd15)
+    status, body = host.api_img2img({
+        "init_images": [encoded(photo(seed=0)), encoded(photo(seed=1))], "prompt": TARGET, "steps": 4,
+        "width": 64, "height": 64, "batch_size": 4, "denoising_strength": 1.0, "sampler_name": "Euler",
+        "alwayson_scripts": {"MasaCtrl": {"args": [True]}},
+    })
+    assert status == 200, body
+    assert len(body["images"]) == 2
+    info = json.loads(body["info"])
+    assert info["all_prompts"][:2] == ["", TARGET]
+    assert "MasaCtrl expected" not in body["info"] and "ran without MasaCtrl" not in body["info"]
+    assert module_state(sd15) == before

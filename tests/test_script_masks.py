@@ -40,8 +40,11 @@ def test_subject_word_masks_are_used_and_shown_with_labels(host, sd15):
     masked = generate(host, mask_mode="subject words", mask_words="corgi", show_masks=True)
     first = masked.index_of_first_image
     assert len(masked.images) - first == 2 + 2
-    labels = masked.infotexts[first + 2:]
-    assert labels == ["MasaCtrl mask: source 1, step 3", "MasaCtrl mask: target 2, step 3"]
+    from modules.infotext_utils import parse_generation_parameters
+
+    previews = [parse_generation_parameters(info) for info in masked.infotexts[first + 2:]]
+    assert [info["MasaCtrl mask"] for info in previews] == ["source 1, step 3", "target 2, step 3"]
+    assert all(str(info["Seed"]) == "7" for info in previews), previews  # the gallery's Save button reads it
     assert masked.images[first + 2].size == (64, 64)
     assert torch.equal(masked.standin_latents[0], plain.standin_latents[0])
     assert not torch.equal(masked.standin_latents[1], plain.standin_latents[1])
@@ -90,3 +93,15 @@ def test_emphasis_long_prompts_and_non_square_sizes(host):
     first = processed.index_of_first_image
     assert "MasaCtrl: " not in processed.comments
     assert [image.size for image in processed.images[first + 2:]] == [(128, 64), (128, 64)]
+
+
+def test_strokes_drawn_on_an_uploaded_picture_are_the_mask(host):
+    """gradio's sketch tool sends the uploaded picture and the strokes; the strokes are the mask."""
+    to_mask = host.script("MasaCtrl").process.__func__.__globals__["_mask_array"]
+    picture = Image.fromarray(np.full((64, 64), 200, dtype=np.uint8), "L")
+    strokes = np.zeros((64, 64, 3), dtype=np.uint8)
+    strokes[10:20, 10:20] = 255
+    mask = to_mask({"image": picture, "mask": Image.fromarray(strokes)})
+    assert mask.shape == (64, 64) and mask[15, 15] == 1 and mask[40, 40] == 0
+    untouched = to_mask({"image": picture, "mask": Image.fromarray(np.zeros_like(strokes))})
+    assert np.allclose(untouched, 200 / 255)

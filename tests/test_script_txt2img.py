@@ -369,3 +369,30 @@ def test_other_attention_optimisations_are_controlled_alike(sd15, optimization):
             host.teardown()
     close(results[1].standin_latents, results[0].standin_latents)
     assert "MasaCtrl: " not in results[1].comments
+
+
+def test_pasting_a_source_images_parameters_restores_the_target_prompt(host):
+    processed = generate(host, TARGET, batch_size=2, script_args=masactrl(True, SOURCE))
+    first = processed.index_of_first_image
+    source_info, target_info = processed.infotexts[first:first + 2]
+    assert source_info.startswith(SOURCE) and f"MasaCtrl target prompt: {TARGET}," in source_info
+    assert "MasaCtrl target prompt" not in target_info
+    for info in (source_info, target_info):
+        updates = host.paste_infotext(info)
+        prompts = [update["value"] for component, update in updates
+                   if getattr(component, "elem_id", "") == "txt2img_prompt" and isinstance(update, dict)]
+        assert prompts == [TARGET]
+        assert host.script_values_from_infotext(info, "MasaCtrl")[1] == SOURCE
+
+
+def test_styles_apply_to_the_source_prompt_too(host, monkeypatch):
+    """The WebUI applies styles to every prompt before ``process`` (processing.py, setup_prompts);
+    the stand-in has no style database, so a one-style one stands in for modules/styles.py."""
+    from modules import shared
+
+    def apply_styles_to_prompt(prompt, styles):
+        return f"{prompt}, film grain" if "film" in styles else prompt
+
+    monkeypatch.setattr(shared.prompt_styles, "apply_styles_to_prompt", apply_styles_to_prompt)
+    processed = generate(host, TARGET, batch_size=2, styles=["film"], script_args=masactrl(True, SOURCE))
+    assert processed.all_prompts == [f"{SOURCE}, film grain", f"{TARGET}, film grain"]
