@@ -272,6 +272,16 @@ def _mask_array(value: Any) -> np.ndarray | None:
     return array / 255.0 if array.max() > 1 else array
 
 
+def _drop_sources_from_lists(processed: Any, session: GenerationSession) -> None:
+    """With the reconstructions hidden, the per-image lists of the result (the API's info) must
+    list the shown images only, as the batch lists were shrunk in ``postprocess_batch_list``."""
+    size = len(session.image_sources)
+    for name in ("all_prompts", "all_negative_prompts", "all_seeds", "all_subseeds"):
+        values = getattr(processed, name, None)
+        if values:
+            setattr(processed, name, [v for i, v in enumerate(values) if session.image_sources[i % size] is not None])
+
+
 def _show_masks(p: Any, processed: Any, session: GenerationSession) -> None:
     """Add the masks each pass used to the gallery; saved only if the user asked. Each gets its
     generation's infotext plus a "MasaCtrl mask" entry: the gallery's Save button parses every
@@ -538,8 +548,10 @@ class MasaCtrlScript(scripts.Script):
         steps, t_enc = sd_samplers_common.setup_img2img_steps(p)
         sigma_sched = sampler.get_sigmas(p, steps)[steps - t_enc - 1:]
         sigma_min = float(sampler.model_wrap.sigmas[0])
-        # One init image is repeated over the batch: invert it once for every pair.
-        sources = session.source_images[:1] if len(p.init_images) == 1 else session.source_images
+        # One init image repeated over the batch (the img2img Batch tab repeats the same object):
+        # invert it once for every pair.
+        single = len({id(image) for image in p.init_images}) == 1
+        sources = session.source_images[:1] if single else session.source_images
         x0 = x[sources]
         denoise = _inversion_denoiser(p, session, sources, c, uc)
         key = InversionKey.create(
@@ -600,6 +612,8 @@ class MasaCtrlScript(scripts.Script):
         if session is None:
             return
         session.close()
+        if not session.args.show_reconstruction and _inverts(p, session.args):
+            _drop_sources_from_lists(processed, session)
         if session.args.show_masks:
             _show_masks(p, processed, session)
         for text in self._publish(p, session):

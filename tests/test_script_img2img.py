@@ -167,6 +167,7 @@ def test_hiding_the_reconstruction_keeps_only_the_edits(host):
     first = processed.index_of_first_image
     assert len(processed.images) - first == 1
     assert processed.infotexts[first].startswith(TARGET)
+    assert processed.all_prompts == [TARGET] and processed.all_seeds == [5]
 
 
 def test_a_stochastic_sampler_is_named_in_a_note(host):
