@@ -48,15 +48,24 @@ def controlled_self_attention(
     union_context = torch.cat(
         [bank.index_select(0, index.index_select(0, target_index)), own.index_select(0, target_index)], dim=1
     )
-    target_out = call(x.index_select(0, target_index), context=union_context, **extra)
-    if not others:
-        return target_out
-    other_index = torch.tensor(others, device=x.device)
-    other_context = None if context is None else context.index_select(0, other_index)
-    other_out = call(x.index_select(0, other_index), context=other_context, **extra)
-    out = target_out.new_empty((x.shape[0],) + tuple(target_out.shape[1:]))
-    out.index_copy_(0, target_index, target_out)
-    out.index_copy_(0, other_index, other_out)
+    pieces = [(targets, call(x.index_select(0, target_index), context=union_context, **extra))]
+    if others:
+        other_index = torch.tensor(others, device=x.device)
+        other_context = None if context is None else context.index_select(0, other_index)
+        pieces.append((others, call(x.index_select(0, other_index), context=other_context, **extra)))
+    return _in_row_order(pieces)
+
+
+def _in_row_order(pieces: List[Tuple[List[int], torch.Tensor]]) -> torch.Tensor:
+    """One output from the outputs of row groups computed apart, each with the rows it holds.
+    A single group holds every row in order and is returned as it is."""
+    if len(pieces) == 1:
+        return pieces[0][1]
+    first = pieces[0][1]
+    rows = sum(len(members) for members, _ in pieces)
+    out = first.new_empty((rows,) + tuple(first.shape[1:]))
+    for members, values in pieces:
+        out.index_copy_(0, torch.tensor(members, device=out.device), values)
     return out
 
 
@@ -117,10 +126,4 @@ def masked_self_attention(
         blend = torch.stack([row_masks[i][1] for i in members]).unsqueeze(-1)
         pieces.append((members, torch.where(blend, foreground, background)))
 
-    if len(pieces) == 1:
-        return pieces[0][1]
-    first = pieces[0][1]
-    out = first.new_empty((x.shape[0],) + tuple(first.shape[1:]))
-    for members, values in pieces:
-        out.index_copy_(0, torch.tensor(members, device=out.device), values)
-    return out
+    return _in_row_order(pieces)
