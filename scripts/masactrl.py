@@ -272,14 +272,19 @@ def _mask_array(value: Any) -> np.ndarray | None:
     return array / 255.0 if array.max() > 1 else array
 
 
+def _targets_only(values: Sequence[Any], session: GenerationSession) -> List[Any]:
+    """The entries of per-image values (one batch, or all batches in order) that are targets."""
+    size = len(session.image_sources)
+    return [value for i, value in enumerate(values) if session.image_sources[i % size] is not None]
+
+
 def _drop_sources_from_lists(processed: Any, session: GenerationSession) -> None:
     """With the reconstructions hidden, the per-image lists of the result (the API's info) must
     list the shown images only, as the batch lists were shrunk in ``postprocess_batch_list``."""
-    size = len(session.image_sources)
     for name in ("all_prompts", "all_negative_prompts", "all_seeds", "all_subseeds"):
         values = getattr(processed, name, None)
         if values:
-            setattr(processed, name, [v for i, v in enumerate(values) if session.image_sources[i % size] is not None])
+            setattr(processed, name, _targets_only(values, session))
 
 
 def _show_masks(p: Any, processed: Any, session: GenerationSession) -> None:
@@ -497,23 +502,26 @@ class MasaCtrlScript(scripts.Script):
         unet = _unet(shared.sd_model)
         try:
             self._before_sampling(p, session, unet, kwargs)
+        except SettingsError as error:
+            self._abandon(p, session, unet, str(error))
         except Exception as error:
             # Swallowed by the WebUI, this would leave uncontrolled images: stop instead.
             logger.exception("MasaCtrl: could not prepare the sampling pass")
-            setattr(p, SESSION_ATTRIBUTE, None)
-            session.close()
-            self._refuse(p, unet, f"could not prepare the sampling pass ({error})")
+            self._abandon(p, session, unet, f"could not prepare the sampling pass ({error})")
+
+    def _abandon(self, p: Any, session: GenerationSession, unet: Any, reason: str) -> None:
+        """Refuse once sampling is under way: the session's patches go, then the stop guard."""
+        setattr(p, SESSION_ATTRIBUTE, None)
+        session.close()
+        self._refuse(p, unet, reason)
 
     def _before_sampling(self, p: Any, session: GenerationSession, unet: Any, kwargs: Dict[str, Any]) -> None:
         replacement = sd_unet.current_unet
         if replacement is not None:
             # processing.py applies the selected SD Unet after ``process``, so it is checked here.
             label = getattr(getattr(replacement, "option", None), "label", type(replacement).__name__)
-            setattr(p, SESSION_ATTRIBUTE, None)
-            session.close()
-            self._refuse(p, unet, f"the SD Unet replacement '{label}' (Settings > SD Unet) bypasses the attention "
-                                  "layers MasaCtrl works in; set SD Unet to None for MasaCtrl")
-            return
+            raise SettingsError(f"the SD Unet replacement '{label}' (Settings > SD Unet) bypasses the attention "
+                                "layers MasaCtrl works in; set SD Unet to None for MasaCtrl")
         controlled = not getattr(p, "is_hr_pass", False) or session.args.hires
         controlnet = _controlnet_script(p)
         network = getattr(controlnet, "latest_network", None)
@@ -524,13 +532,7 @@ class MasaCtrlScript(scripts.Script):
         ):
             # The user already gave each image its unit with ControlNet's own batch option.
             assignments = Assignment.BOTH
-        try:
-            masks = _mask_guide(p, session) if controlled else None
-        except SettingsError as error:
-            setattr(p, SESSION_ATTRIBUTE, None)
-            session.close()
-            self._refuse(p, unet, str(error))
-            return
+        masks = _mask_guide(p, session) if controlled else None
         session.start_pass(unet, controlled, network, assignments, masks)
         if _inverts(p, session.args) and not getattr(p, "is_hr_pass", False):
             self._install_inversion(p, session, unet, kwargs["x"], kwargs["noise"], kwargs["c"], kwargs["uc"], network)
@@ -543,8 +545,7 @@ class MasaCtrlScript(scripts.Script):
         from ``x + noise * sigma_sched[0]`` (sd_samplers_kdiffusion.py, ``sample_img2img``)."""
         sampler = p.sampler
         if not hasattr(sampler, "get_sigmas"):
-            self._refuse(p, unet, f"inverting the init image needs a k-diffusion sampler such as Euler, not {p.sampler_name}")
-            return
+            raise SettingsError(f"inverting the init image needs a k-diffusion sampler such as Euler, not {p.sampler_name}")
         steps, t_enc = sd_samplers_common.setup_img2img_steps(p)
         sigma_sched = sampler.get_sigmas(p, steps)[steps - t_enc - 1:]
         sigma_min = float(sampler.model_wrap.sigmas[0])
@@ -576,7 +577,7 @@ class MasaCtrlScript(scripts.Script):
         except Exception as error:
             # The WebUI would log this and sample from plain noise: stop instead.
             logger.exception("MasaCtrl: inverting the init image failed")
-            self._refuse(p, unet, f"inverting the init image failed ({error})")
+            self._abandon(p, session, unet, f"inverting the init image failed ({error})")
             return
         finally:
             shared.state.job = job
@@ -595,11 +596,9 @@ class MasaCtrlScript(scripts.Script):
         session: GenerationSession | None = getattr(p, SESSION_ATTRIBUTE, None)
         if session is None or session.args.show_reconstruction or not _inverts(p, session.args):
             return
-        keep = [i for i, source in enumerate(session.image_sources) if source is not None and i < len(pp.images)]
-        pp.images[:] = [pp.images[i] for i in keep]
+        pp.images[:] = _targets_only(pp.images[:len(session.image_sources)], session)
         for name in ("prompts", "negative_prompts", "seeds", "subseeds"):
-            values = getattr(p, name)
-            setattr(p, name, [values[i] for i in keep])
+            setattr(p, name, _targets_only(getattr(p, name), session))
 
     def postprocess_batch(self, p: Any, *args: Any, **kwargs: Any) -> None:
         session: GenerationSession | None = getattr(p, SESSION_ATTRIBUTE, None)
