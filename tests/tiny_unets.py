@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import copy
+from typing import Callable
 
 import torch
 from torch import nn
@@ -141,6 +142,19 @@ class SgmStyleSpatialTransformer(ldm_attention.SpatialTransformer):
 _SDXL_DEPTH_BY_LEVEL = {1: 2, 2: 10}
 
 
+def _use_sgm_style_blocks(unet: UNetModel, context_dim: int, depth: Callable[[int], int]) -> None:
+    """Give every spatial transformer sgm's classes and ``depth(width)`` blocks, as sgm builds them."""
+    for module in unet.modules():
+        if isinstance(module, ldm_attention.SpatialTransformer):
+            block = module.transformer_blocks[0]
+            dim = block.attn1.to_q.in_features
+            heads = block.attn1.heads
+            module.__class__ = SgmStyleSpatialTransformer
+            module.transformer_blocks = nn.ModuleList(
+                SgmStyleBlock(dim, heads, dim // heads, context_dim) for _ in range(depth(dim))
+            )
+
+
 def sdxl_unet(seed: int = 0, context_dim: int = 2048) -> UNetModel:
     state = _seeded(seed)
     try:
@@ -159,16 +173,7 @@ def sdxl_unet(seed: int = 0, context_dim: int = 2048) -> UNetModel:
             use_linear_in_transformer=True,
             legacy=False,
         )
-        for module in unet.modules():
-            if isinstance(module, ldm_attention.SpatialTransformer):
-                block = module.transformer_blocks[0]
-                dim = block.attn1.to_q.in_features
-                level = {64: 1, 128: 2}[dim]
-                heads = block.attn1.heads
-                module.__class__ = SgmStyleSpatialTransformer
-                module.transformer_blocks = nn.ModuleList(
-                    SgmStyleBlock(dim, heads, dim // heads, context_dim) for _ in range(_SDXL_DEPTH_BY_LEVEL[level])
-                )
+        _use_sgm_style_blocks(unet, context_dim, lambda dim: _SDXL_DEPTH_BY_LEVEL[{64: 1, 128: 2}[dim]])
     finally:
         torch.random.set_rng_state(state)
     return _randomise(unet, seed)
@@ -228,15 +233,7 @@ def sdxl_refiner_unet(seed: int = 0, context_dim: int = 1280, adm_in_channels: i
             use_linear_in_transformer=True,
             legacy=False,
         )
-        for module in unet.modules():
-            if isinstance(module, ldm_attention.SpatialTransformer):
-                block = module.transformer_blocks[0]
-                dim = block.attn1.to_q.in_features
-                heads = block.attn1.heads
-                module.__class__ = SgmStyleSpatialTransformer
-                module.transformer_blocks = nn.ModuleList(
-                    SgmStyleBlock(dim, heads, dim // heads, context_dim) for _ in range(_SDXL_REFINER_DEPTH)
-                )
+        _use_sgm_style_blocks(unet, context_dim, lambda dim: _SDXL_REFINER_DEPTH)
         time_embed_dim = model_channels * 4
         unet.num_classes = "sequential"
         unet.label_emb = nn.Sequential(
