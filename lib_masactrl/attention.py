@@ -5,8 +5,18 @@ Handing a target row its source row's hidden states as the context therefore mak
 attend with its own queries over exactly the source's keys and values. Doing it this way, instead
 of with a private attention kernel, means the call runs whatever attention the host installed
 (SDPA, xformers, sub-quadratic, split, upcast to fp32 or not), applies the host's hypernetworks
-and LoRA to the projections, never builds an attention matrix the host would not, and leaves
-source rows bit-identical to plain generation. The only extra work is one gather of the context.
+and LoRA to the projections and never builds an attention matrix the host would not. The only
+extra work is one gather of the context.
+
+What happens to the source rows is the contract the tests hold the engine to. In mutual mode every
+row runs in the one call that holds the whole batch, shaped exactly as without control, and a
+source row's inputs are its own: it is bit-identical to the same batch uncontrolled. Union and
+masked attention give the targets other key counts than the sources, so those run in calls of
+their own, and the source rows then run in a smaller call than the uncontrolled batch's. The
+kernels may round a smaller call differently (matrix products pick their blocking by size, which
+differs from machine to machine), so there the sources equal the uncontrolled ones up to float
+rounding only. Computing them inside a whole-batch call as well would cost one more attention
+pass over every target row in each controlled layer, for a difference no image shows.
 """
 
 from __future__ import annotations

@@ -324,7 +324,8 @@ def test_blending_follows_the_target_mask(sd15_double):
     mutual = attn1_outputs(sd15_double, None, hidden)
     assert torch.equal(out[1, target_fg], all_fg[1, target_fg])
     assert torch.equal(out[1, ~target_fg], all_bg[1, ~target_fg])
-    assert torch.equal(out[0], mutual[0])
+    # the source row runs apart from the masked target row here, in a call of one row
+    torch.testing.assert_close(out[0], mutual[0], rtol=0, atol=1e-10)
     assert (all_fg[1] - mutual[1]).abs().max() > 1e-3 and (all_bg[1] - mutual[1]).abs().max() > 1e-3
 
 

@@ -367,10 +367,9 @@ def test_units_reach_only_the_targets_by_default(host, models, request):
         assert reached_rows(call[0]) == TARGET_ROWS
     source, target = on.standin_latents
     assert torch.equal(source, idle.standin_latents[0])
-    # Also bit-equal to a ControlNet that hooks nothing: on this CPU the U-Net reading the unmarked
-    # context as a strided view (hook.py strips the mark token) gives the same bits as reading the
-    # contiguous unmarked context. Should that ever differ on a platform, ``idle`` above is the check.
-    assert torch.equal(source, off.standin_latents[0])
+    # Without ControlNet the U-Net reads the context contiguous instead of as the strided view
+    # hook.py leaves after stripping its mark token: the same values, possibly other kernels.
+    close(source, off.standin_latents[0])
     assert not torch.allclose(target, idle.standin_latents[1], atol=1e-2)
     assert not torch.allclose(target, off.standin_latents[1], atol=1e-2)
     assert on.all_prompts == [SOURCE, TARGET] and on.all_seeds == [7, 7]

@@ -46,7 +46,8 @@ def test_subject_word_masks_are_used_and_shown_with_labels(host, sd15):
     assert [info["MasaCtrl mask"] for info in previews] == ["source 1, step 3", "target 2, step 3"]
     assert all(str(info["Seed"]) == "7" for info in previews), previews  # the gallery's Save button reads it
     assert masked.images[first + 2].size == (64, 64)
-    assert torch.equal(masked.standin_latents[0], plain.standin_latents[0])
+    # masked control computes the source rows in a smaller attention call: rounding only
+    torch.testing.assert_close(masked.standin_latents[0], plain.standin_latents[0], rtol=1e-5, atol=3e-4)
     assert not torch.equal(masked.standin_latents[1], plain.standin_latents[1])
     assert "MasaCtrl source subject: corgi" in masked.infotexts[first]
     values = host.script_values_from_infotext(masked.infotexts[first], "MasaCtrl")

@@ -126,11 +126,12 @@ def test_and_prompts_and_long_prompts_pair_correctly(host, sd15):
     )
     assert "MasaCtrl: " not in processed.comments
     # the short source cond is padded to the target's 154 tokens in the batch, so the source is
-    # compared with the same batch without control
+    # compared with the same batch without control; union mode computes the source rows in a
+    # smaller attention call than the whole batch, so they agree up to that call's rounding
     uncontrolled = generate(
         host, f"{long_target} AND a red ball", batch_size=2, script_args=masactrl(True, SOURCE, "union", 4),
     )
-    assert torch.equal(processed.standin_latents[0], uncontrolled.standin_latents[0])
+    close(processed.standin_latents[0], uncontrolled.standin_latents[0])
     assert not torch.equal(processed.standin_latents[1], uncontrolled.standin_latents[1])
 
 
@@ -349,7 +350,8 @@ def test_token_merging_is_controlled_too(sd15):
     finally:
         host.teardown()
     assert "MasaCtrl: " not in processed.comments
-    assert torch.equal(processed.standin_latents[0], uncontrolled.standin_latents[0])
+    # union mode: the source rows run in their own, smaller attention call (rounding only)
+    close(processed.standin_latents[0], uncontrolled.standin_latents[0])
     assert (processed.standin_latents[1] - uncontrolled.standin_latents[1]).abs().max() > 5e-3
     assert module_state(sd15) == before
 
