@@ -10,8 +10,9 @@ from .controlnet_rows import Assignment, UnitRestriction, release_units, restric
 from .inversion import InversionInterrupted, classifier_free, invert
 from .inversion_cache import InversionCache, InversionKey, invert_cached, tensor_digest
 from .layers import Layer, LayerMap
-from .layout import COND, UNCOND, CallPlan, LayoutError, Row, StepLayout, pair_halves
+from .layout import COND, UNCOND, CallPlan, LayoutError, Row, StepLayout
 from .masks import MaskGuide, UsedMasks, mask_guide
+from .pairing import Pairing, pair_halves
 from .patching import Attachment, attach, detach_all, stop_on_next_call
 from .settings import (
     DEFAULT_MASK_THRESHOLD,
@@ -61,6 +62,7 @@ __all__ = [
     "attach",
     "default_start_layer",
     "detach_all",
+    "Pairing",
     "pair_halves",
     "stop_on_next_call",
 ]

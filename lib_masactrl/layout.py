@@ -31,19 +31,6 @@ class Row:
     sub: int = 0
 
 
-def pair_halves(batch_size: int) -> Tuple[int | None, ...]:
-    """The product's pairing: images ``0..n/2-1`` are sources, image ``i + n/2`` reads from ``i``.
-
-    Returns, per image, the index of the image it reads from (``None`` for sources)."""
-    if batch_size < 2 or batch_size % 2:
-        raise LayoutError(
-            f"MasaCtrl needs an even batch size of at least 2 (sources, then as many targets); "
-            f"the batch size is {batch_size}"
-        )
-    half = batch_size // 2
-    return (None,) * half + tuple(range(half))
-
-
 @dataclass(frozen=True)
 class CallPlan:
     """The rows ``start..stop-1`` of a step's stack that one U-Net call holds.

@@ -13,8 +13,9 @@ from torch import nn
 from .controlnet_rows import UnitRestriction, restrict_units
 from .fields import ScriptArgs
 from .layers import LayerMap
-from .layout import LayoutError, StepLayout, pair_halves
+from .layout import LayoutError, StepLayout
 from .masks import MaskGuide, UsedMasks
+from .pairing import Pairing
 from .patching import Attachment, attach, detach_all
 from .settings import SettingsError
 
@@ -24,15 +25,14 @@ logger = logging.getLogger("masactrl")
 def pair_prompts(prompts: Sequence[str], batch_size: int, source_prompt: str, empty_is_main: bool = True) -> List[str]:
     """Source slots of every batch get the source prompt. An empty one means the main prompt,
     except for a real image's inversion, where it means no prompt (the paper's default)."""
-    half = batch_size // 2
-    use_source = bool(source_prompt) or not empty_is_main
-    return [source_prompt if use_source and i % batch_size < half else prompt for i, prompt in enumerate(prompts)]
+    if not source_prompt and empty_is_main:
+        return list(prompts)
+    return Pairing.halves(batch_size).prompts(prompts, source_prompt)
 
 
 def share_seeds(seeds: Sequence[int], batch_size: int) -> List[int]:
     """Each target takes its source's seed, so that both start from the same noise."""
-    half = batch_size // 2
-    return [seeds[i - half] if i % batch_size >= half else seed for i, seed in enumerate(seeds)]
+    return Pairing.halves(batch_size).seeds(seeds)
 
 
 def sampler_step(call_index: int, calls_planned: int, steps: int) -> int:
@@ -49,7 +49,7 @@ class GenerationSession:
     def __init__(self, args: ScriptArgs, batch_size: int, steps: int, unet: nn.Module) -> None:
         self.args = args
         self.settings = args.settings()
-        self.image_sources = pair_halves(batch_size)
+        self.pairing = Pairing.halves(batch_size)
         self.batch_size = batch_size
         layer_map = LayerMap.from_unet(unet)
         self.schedule = self.settings.schedule(len(layer_map), None, layer_map.family)
@@ -71,7 +71,7 @@ class GenerationSession:
     @property
     def source_images(self) -> List[int]:
         """The images of a batch that no other image reads from: the sources."""
-        return [image for image, source in enumerate(self.image_sources) if source is None]
+        return self.pairing.sources
 
     def inversion_call(self, call: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Callable:
         """Wrap one model call of the inversion of the sources' init latents: no attention is
@@ -150,7 +150,7 @@ class GenerationSession:
             attachment = self.attachment
         step = sampler_step(call_index, calls_planned, steps)
         try:
-            layout = StepLayout.cfg(self.image_sources, cond_repeats)
+            layout = StepLayout.cfg(self.pairing.reads_from, cond_repeats)
         except LayoutError as error:
             self.note(f"{error}; this step ran without MasaCtrl")
             layout = None

@@ -19,8 +19,10 @@ TARGET = "a photo of a corgi running on the beach"
 
 
 def inversion_cache(host):
-    """The script module's cache (the WebUI loads script files without registering them as modules)."""
-    return host.script("MasaCtrl", is_img2img=True).process.__func__.__globals__["INVERSION_CACHE"]
+    """The adapter's cache, which the script's inversions go through."""
+    from lib_masactrl.webui import inversion
+
+    return inversion.CACHE
 
 
 def photo(width=64, height=64, seed=0):

@@ -98,7 +98,8 @@ def test_emphasis_long_prompts_and_non_square_sizes(host):
 
 def test_strokes_drawn_on_an_uploaded_picture_are_the_mask(host):
     """gradio's sketch tool sends the uploaded picture and the strokes; the strokes are the mask."""
-    to_mask = host.script("MasaCtrl").process.__func__.__globals__["_mask_array"]
+    from lib_masactrl.webui.masks import mask_array as to_mask
+
     picture = Image.fromarray(np.full((64, 64), 200, dtype=np.uint8), "L")
     strokes = np.zeros((64, 64, 3), dtype=np.uint8)
     strokes[10:20, 10:20] = 255

@@ -198,12 +198,13 @@ def test_every_control_has_a_tooltip_on_both_tabs(host, tab):
 def test_layer_sliders_follow_the_loaded_model(host):
     from tiny_unets import sdxl_unet
 
-    script = host.script("MasaCtrl")
-    start, end = script.layer_ranges()
+    from lib_masactrl.webui.ui import layer_ranges
+
+    start, end = layer_ranges()
     assert start["maximum"] == 15 and "SD1.x model: layers 0-15; -1 = its default, 10" in start["info"]
     assert "16 or more" in end["info"]
     host.switch_model(sdxl_unet(0))
-    start, _ = script.layer_ranges()
+    start, _ = layer_ranges()
     assert start["maximum"] == 69 and "SDXL model: layers 0-69; -1 = its default, 44" in start["info"]
 
 

@@ -550,10 +550,9 @@ class TestWithHost:
 
 
 def test_checkpoint_loading_unloading_and_cache(extension_dir):
-    import lib_standin_probe as lib
-
     base = sd15_unet(0)
     h = WebUIHost(base, extension_dir=extension_dir)
+    lib = sys.modules["lib_standin_probe"]  # imported by the probe's script while the host loads it
     try:
         first = h.txt2img("a cat", steps=1, script_args=probe_off()).standin_latents
         original_model = shared.sd_model
@@ -646,11 +645,14 @@ def test_teardown_restores_globals(extension_dir):
     opts_before = dict(shared.opts.data)
     path_before = list(sys.path)
 
+    sys.modules.pop("lib_standin_probe", None)
     h = WebUIHost(sd15_unet(0), extension_dir=extension_dir)
     assert attention.CrossAttention.forward is not forward and UNetModel.forward is not unet_forward
     h.txt2img("a cat", steps=1, sampler_name="Euler a", script_args=probe_off())
     assert k_diffusion.sampling.torch is not torch
+    assert "lib_standin_probe" in sys.modules
     h.teardown()
+    assert "lib_standin_probe" not in sys.modules  # the process that imported it has ended
 
     assert attention.CrossAttention.forward is forward and UNetModel.forward is unet_forward
     assert not sd_models.model_data.loaded_sd_models and sd_unet.current_unet is None and not sd_unet.unet_options

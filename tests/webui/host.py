@@ -156,6 +156,7 @@ class WebUIHost:
             "loaded_hypernetworks": list(shared.loaded_hypernetworks),
             "state": shared.state,
             "onchange": {key: info.onchange for key, info in shared.opts.data_labels.items()},
+            "modules": set(sys.modules),
         }
         ui.builtin_option_keys = set(shared.opts.data_labels) | _BUILTIN_SCRIPT_OPTIONS
 
@@ -198,6 +199,7 @@ class WebUIHost:
             modules.img2img.last_processed = None
             call_queue.last_ui_exception = None
             images.saved_images.clear()
+            self._forget_extension_modules(saved["modules"])
             sd_samplers.get_sampler_and_scheduler.cache_clear()
 
             ldm_attention.CrossAttention.forward = saved["crossattn_forward"]
@@ -266,6 +268,18 @@ class WebUIHost:
         if self.use_api:
             self.api = api_module.Api(call_queue.queue_lock)
         script_callbacks.app_started_callback(self.demo, self.app)
+
+    def _forget_extension_modules(self, before):
+        """The end of the WebUI process: modules the extension's scripts imported while this host
+        was alive leave sys.modules, so module-level state (a cache, say) does not reach the next
+        host. Reload UI keeps them, as the real host does (see reload_scripts)."""
+        if not self.extension_dir:
+            return
+        tests = os.path.join(self.extension_dir, "tests") + os.sep
+        for name in set(sys.modules) - before:
+            path = os.path.realpath(getattr(sys.modules[name], "__file__", None) or "")
+            if path.startswith(self.extension_dir + os.sep) and not path.startswith(tests):
+                del sys.modules[name]
 
     # ------------------------------------------------------------------ lifecycle operations
     def reload_scripts(self):

@@ -1,0 +1,36 @@
+"""The CFG denoiser callback: before each denoiser call the session learns the call's step and
+how the WebUI stacked its rows (sd_samplers_cfg_denoiser.py, ``CFGDenoiser.forward``)."""
+
+from __future__ import annotations
+
+from typing import Any, List
+
+from modules import prompt_parser
+
+from . import generation, model
+
+
+def _cond_repeats(p: Any, rows: int) -> List[int] | None:
+    """Cond rows per image: one each, or one per AND sub-prompt (prompt_parser's multicond)."""
+    if rows == 2 * p.batch_size:
+        return None
+    prompts = p.hr_prompts if getattr(p, "is_hr_pass", False) else p.prompts
+    indexes, _, _ = prompt_parser.get_multicond_prompt_list(prompts)
+    return [len(index) for index in indexes]
+
+
+def on_cfg_denoiser(params: Any) -> None:
+    denoiser = params.denoiser
+    p = getattr(denoiser, "p", None)
+    session = generation.session_of(p)
+    if session is None:
+        return
+    rows = params.x.shape[0]
+    session.denoiser_call(
+        unet=model.loaded_unet(),
+        call_index=denoiser.step,
+        calls_planned=denoiser.total_steps,
+        steps=denoiser.steps,
+        rows=rows,
+        cond_repeats=_cond_repeats(p, rows),
+    )

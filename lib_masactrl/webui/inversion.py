@@ -1,0 +1,185 @@
+"""Real-image editing in img2img: the init image's latent is inverted along the sampler's own
+schedule, through the sampler's own model wrapper, and every row starts from its source's
+inverted latent."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+from typing import Any, Callable, Iterator, List
+
+import numpy as np
+import torch
+import tqdm
+
+from modules import prompt_parser, sd_samplers_common, shared
+
+from ..fields import ScriptArgs
+from ..inversion import InversionInterrupted, classifier_free
+from ..inversion_cache import InversionCache, InversionKey, invert_cached, tensor_digest
+from ..session import GenerationSession
+from ..settings import SettingsError
+from . import options
+
+logger = logging.getLogger("masactrl")
+
+JOB = "MasaCtrl inversion"
+CACHE = InversionCache(options.DEFAULT_CACHE_SIZE)
+"""Inversions kept between generations; it outlives *Reload UI*, as this module does."""
+
+
+class InversionFailed(Exception):
+    """The inversion raised; the generation must stop rather than sample from plain noise."""
+
+
+def inverts(p: Any, args: ScriptArgs) -> bool:
+    return args.enabled and args.invert and hasattr(p, "init_images")
+
+
+def problem(p: Any) -> str | None:
+    """Why this img2img generation cannot be inverted, or ``None``."""
+    if not p.init_images or p.init_images[0] is None:
+        return "inverting the init image needs an init image; add one or untick 'Invert the init image'"
+    if p.denoising_strength <= 0:
+        return "denoising strength 0 leaves no step to invert or edit; raise it (1.0 inverts fully)"
+    return None
+
+
+def is_stochastic(sampler_name: str) -> bool:
+    """k-diffusion's ancestral ("Euler a"), SDE, Restart and LCM samplers add fresh noise each step."""
+    return sampler_name.endswith(" a") or any(name in sampler_name for name in ("SDE", "Restart", "LCM"))
+
+
+def _rows(cond: Any, rows: List[int]) -> Any:
+    """Rows of a conditioning tensor, or of each tensor of SDXL's dict conditioning."""
+    if isinstance(cond, dict):
+        return {key: value[rows] for key, value in cond.items()}
+    return cond[rows]
+
+
+def _denoiser(p: Any, session: GenerationSession, sources: List[int], c: Any, uc: Any) -> Any:
+    """The sampler's own model wrapper closed over the sources' conditioning, built the way
+    ``CFGDenoiser.forward`` builds it (sd_samplers_cfg_denoiser.py), without the CFG denoiser's
+    step counter, callbacks or mask blending, which belong to the sampling that follows."""
+    conds_list, cond = prompt_parser.reconstruct_multicond_batch(c, 0)
+    cond = _rows(cond, [conds_list[image][0][0] for image in sources])
+    image_cond = p.image_conditioning[sources]
+    wrap = p.sampler.model_wrap
+    adm = shared.sd_model.model.conditioning_key == "crossattn-adm"
+
+    def conditioned(crossattn: Any, image: Any) -> Any:
+        if adm:
+            return {"c_crossattn": [crossattn], "c_adm": image}
+        if isinstance(crossattn, dict):
+            return {**crossattn, "c_concat": [image]}
+        return {"c_crossattn": [crossattn], "c_concat": [image]}
+
+    def model(crossattn: Any, image: Any) -> Any:
+        return session.inversion_call(lambda x, sigma: wrap(x, sigma, cond=conditioned(crossattn, image)))
+
+    denoise_cond = model(cond, image_cond)
+    scale = session.args.inversion_cfg
+    if scale == 1:
+        return denoise_cond
+    uncond = _rows(prompt_parser.reconstruct_cond_batch(uc, 0), sources)
+    return classifier_free(denoise_cond, model(uncond, torch.zeros_like(image_cond) if adm else image_cond), scale)
+
+
+def _model_identity(p: Any) -> str:
+    """What besides the image and schedule decides the inverted latent: checkpoint, VAE, extra
+    networks of the batch (LoRA applies to every row) and the hypernetwork."""
+    model = shared.sd_model
+    info = getattr(model, "sd_checkpoint_info", None)
+    networks = sorted(
+        (name, [repr(getattr(item, "items", item)) for item in items])
+        for name, items in (getattr(p, "extra_network_data", None) or {}).items()
+    )
+    parts = [
+        getattr(info, "filename", "") or type(model).__name__, getattr(model, "sd_model_hash", "") or "",
+        str(shared.opts.data.get("sd_vae", "")), str(shared.opts.data.get("sd_vae_encode_method", "")),
+        str(shared.opts.data.get("sd_hypernetwork", "")), repr(networks),
+    ]
+    return "\n".join(parts)
+
+
+def _init_digest(p: Any) -> str:
+    """The init images and everything img2img does to them before encoding. Not the init latent:
+    the VAE samples its posterior with the global RNG, so the latent differs from run to run."""
+    digest = hashlib.sha256()
+    for image in [*p.init_images, getattr(p, "image_mask", None)]:
+        if image is not None:
+            digest.update(tensor_digest(torch.from_numpy(np.array(image))).encode())
+    for name in ("width", "height", "resize_mode", "inpainting_fill", "mask_blur", "inpaint_full_res",
+                 "inpaint_full_res_padding", "inpainting_mask_invert", "batch_size"):
+        digest.update(f"{name}={getattr(p, name, None)!r};".encode())
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def _console_progress(total: int) -> Iterator[Callable[[int, int], None]]:
+    """Progress of the inversion in the WebUI's progress bar and the console."""
+    bar = tqdm.tqdm(total=total, desc=JOB, disable=shared.opts.data.get("disable_console_progressbars", False))
+    shared.state.sampling_steps = total
+    shared.state.sampling_step = 0
+
+    def progress(step: int, steps: int) -> None:
+        shared.state.sampling_step = step
+        bar.update(1)
+
+    try:
+        yield progress
+    finally:
+        bar.close()
+
+
+def install(p: Any, session: GenerationSession, x: Any, noise: Any, c: Any, uc: Any, network: Any) -> None:
+    """Invert the sources' init latents along the sampler's own schedule and make every row
+    start from its source's inverted latent, by writing ``noise`` in place: the sampler starts
+    from ``x + noise * sigma_sched[0]`` (sd_samplers_kdiffusion.py, ``sample_img2img``).
+
+    Raises :class:`~lib_masactrl.inversion.InversionInterrupted` when the user stops it,
+    :class:`SettingsError` for a sampler without a sigma schedule and :class:`InversionFailed`
+    when the inversion itself raised."""
+    sampler = p.sampler
+    if not hasattr(sampler, "get_sigmas"):
+        raise SettingsError(f"inverting the init image needs a k-diffusion sampler such as Euler, not {p.sampler_name}")
+    steps, t_enc = sd_samplers_common.setup_img2img_steps(p)
+    sigma_sched = sampler.get_sigmas(p, steps)[steps - t_enc - 1:]
+    sigma_min = float(sampler.model_wrap.sigmas[0])
+    # One init image repeated over the batch (the img2img Batch tab repeats the same object):
+    # invert it once for every pair.
+    single = len({id(image) for image in p.init_images}) == 1
+    sources = session.source_images[:1] if single else session.source_images
+    x0 = x[sources]
+    denoise = _denoiser(p, session, sources, c, uc)
+    key = InversionKey.create(
+        x0, sigma_sched, sigma_min, model=_model_identity(p), prompt=p.prompts[sources[0]],
+        negative_prompt=p.negative_prompts[sources[0]], cfg_scale=session.args.inversion_cfg,
+        content=_init_digest(p), extra={"sources": str(len(sources))},
+    )
+    CACHE.max_entries = options.cache_size()
+    # ControlNet units shape the inversion through hints the key does not hold: no caching then.
+    cache = InversionCache(0) if getattr(network, "control_params", None) else CACHE
+    job = shared.state.job
+    shared.state.job = JOB
+    try:
+        with _console_progress(len(sigma_sched) - 1) as progress:
+            inverted = invert_cached(
+                cache, key, x0, denoise, progress=progress,
+                interrupted=lambda: shared.state.interrupted or shared.state.skipped,
+            )
+    except InversionInterrupted:
+        raise
+    except Exception as error:
+        raise InversionFailed(str(error)) from error
+    finally:
+        shared.state.job = job
+    start = inverted.latent.to(device=noise.device, dtype=noise.dtype)
+    for row, source in enumerate(session.pairing.reads_from):
+        image = row if source is None else source
+        inverted_row = sources.index(image) if image in sources else 0
+        noise[row] = (start[inverted_row] - x[row]) / sigma_sched[0]
+    if shared.opts.data.get("img2img_extra_noise", 0) > 0:
+        session.note("the img2img 'Extra noise' setting adds noise to the inverted latent, so the reconstruction "
+                     "drifts from the init image; set it to 0 for MasaCtrl editing")
