@@ -18,7 +18,7 @@ from host import WebUIHost  # noqa: E402
 from tiny_unets import sd15_unet, sdxl_refiner_unet, sdxl_unet  # noqa: E402
 
 import ldm.modules.attention as ldm_attention  # noqa: E402
-from modules import errors, script_callbacks, sd_models, sd_unet, shared  # noqa: E402
+from modules import errors, script_callbacks, sd_models, sd_samplers, sd_samplers_common, sd_unet, shared  # noqa: E402
 
 PROBE_LIB = """
 EVENTS = []
@@ -218,6 +218,7 @@ class Recorder:
                 "step": params.denoiser.step,
                 "sampling_step": params.sampling_step,
                 "total": params.denoiser.total_steps,
+                "sigma": float(params.sigma[0]),
                 "cond_tensor": params.text_cond.clone(),
             }
         )
@@ -240,6 +241,76 @@ def assert_same_up_to_float_noise(a, b):
 
 def probe_off():
     return {"Broken": [False]}
+
+
+def gradient_image(size=64):
+    import numpy as np
+    from PIL import Image
+
+    ramp = np.linspace(0, 255, size, dtype=np.float32)
+    rgb = np.stack([np.tile(ramp, (size, 1)), np.tile(ramp[:, None], (1, size)), np.full((size, size), 96.0)], axis=-1)
+    return Image.fromarray(rgb.astype(np.uint8))
+
+
+def encode_image(image):
+    import numpy as np
+
+    pixels = torch.from_numpy(np.array(image, dtype="float32") / 127.5 - 1).permute(2, 0, 1)[None]
+    return shared.sd_model.get_first_stage_encoding(shared.sd_model.encode_first_stage(pixels))
+
+
+# Denoiser (CFGDenoiser.forward) calls per generation at steps=4: (txt2img, img2img with denoising 0.75,
+# i.e. t_enc = 3), as the real samplers make them. k-diffusion samplers run the whole 4-step schedule in
+# img2img too (sigmas[steps - t_enc - 1:] = sigmas[0:]); second-order ones call twice per step but once
+# (Euler) on the last; DPM fast with n=4 runs a 3rd- then a 1st-order step; DPM adaptive depends on the
+# model (None: not checked). Restart below 20 steps is plain Heun. Timestep samplers: DDIM never
+# evaluates timesteps[0] (len(timesteps) - 1 calls; img2img runs timesteps[:t_enc]), PLMS adds a call in
+# its first (pseudo improved Euler) step, UniPC makes one call per update (a call at t_T, then one
+# corrector call per update but the last). LCM: one call per sigma.
+SAMPLER_CALLS = {
+    "DPM++ 2M": (4, 4),
+    "DPM++ SDE": (7, 7),
+    "DPM++ 2M SDE": (4, 4),
+    "DPM++ 2M SDE Heun": (4, 4),
+    "DPM++ 2S a": (7, 7),
+    "DPM++ 3M SDE": (4, 4),
+    "Euler a": (4, 4),
+    "Euler": (4, 4),
+    "LMS": (4, 4),
+    "Heun": (7, 7),
+    "DPM2": (7, 7),
+    "DPM2 a": (7, 7),
+    "DPM fast": (4, 4),
+    "DPM adaptive": (None, None),
+    "Restart": (7, 7),
+    "DDIM": (3, 2),
+    "DDIM CFG++": (3, 2),
+    "PLMS": (4, 3),
+    "UniPC": (4, 3),
+    "LCM": (4, 4),
+}
+
+# the sampler's own step index "i" passed to Sampler.callback_state in txt2img at steps=4 (k-diffusion
+# samplers: one per step; DPM fast: one per solver step; DPM adaptive: not checked)
+SAMPLER_CALLBACK_STEPS = {name: 4 for name in SAMPLER_CALLS}
+SAMPLER_CALLBACK_STEPS.update({"DPM fast": 2, "DPM adaptive": None, "DDIM": 3, "DDIM CFG++": 3, "PLMS": 3})
+
+
+@pytest.fixture
+def callback_steps(monkeypatch):
+    """The "i" of every Sampler.callback_state call (what the sampler reports as its step); each call
+    must leave it in shared.state.sampling_step."""
+    seen = []
+    original = sd_samplers_common.Sampler.callback_state
+
+    def recording(self, d):
+        result = original(self, d)
+        assert shared.state.sampling_step == d["i"]
+        seen.append(d["i"])
+        return result
+
+    monkeypatch.setattr(sd_samplers_common.Sampler, "callback_state", recording)
+    return seen
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -336,6 +407,164 @@ class TestWithHost:
         rec.calls.clear()
         host.txt2img("a cat", steps=4, sampler_name="DPM2", script_args=probe_off())
         assert len(rec.calls) == 7
+
+    def test_sampler_list_is_the_real_one(self, host):
+        names = [x.name for x in sd_samplers.all_samplers]
+        assert names == list(SAMPLER_CALLS)  # k-diffusion (Restart last), timesteps, LCM, in the real order
+        assert sd_samplers.find_sampler_config(None).name == "DPM++ 2M"
+        assert sd_samplers.find_sampler_config("UniPC").constructor is not None
+        assert sd_samplers.samplers_map["ddim_cfgpp"] == "DDIM CFG++" and sd_samplers.samplers_map["k_lcm"] == "LCM"
+        assert sd_samplers.samplers_map["restart"] == "Restart" and sd_samplers.samplers_map["plms"] == "PLMS"
+        # "Restart Karras" is Restart with its own default scheduler, i.e. Automatic
+        assert sd_samplers.get_sampler_and_scheduler("Restart Karras", None) == ("Restart", "Automatic")
+        assert sd_samplers.get_sampler_from_infotext({"Sampler": "DDIM", "Schedule type": "Karras"}) == "DDIM"
+        assert sd_samplers.get_scheduler_from_infotext({"Sampler": "DDIM", "Schedule type": "Karras"}) == "Karras"
+        shared.opts.hide_samplers = ["PLMS", "LCM"]
+        sd_samplers.set_samplers()
+        try:
+            visible = sd_samplers.visible_sampler_names()
+            assert "PLMS" not in visible and "LCM" not in visible and "UniPC" in visible and "Restart" in visible
+        finally:
+            shared.opts.hide_samplers = []
+            sd_samplers.set_samplers()
+
+    @pytest.mark.parametrize("sampler_name", list(SAMPLER_CALLS))
+    def test_every_sampler_runs_txt2img_and_img2img(self, host, request, callback_steps, sampler_name):
+        rec = Recorder(request)
+        processed = host.txt2img("a cat", "blurry", steps=4, sampler_name=sampler_name, script_args=probe_off())
+        assert f"Sampler: {sampler_name}," in processed.info
+        assert processed.standin_latents.shape == (1, 4, 8, 8) and torch.isfinite(processed.standin_latents).all()
+        txt2img_calls, img2img_calls = SAMPLER_CALLS[sampler_name]
+        if txt2img_calls is not None:
+            assert len(rec.calls) == txt2img_calls
+        assert [d["step"] for d in rec.denoiser] == list(range(len(rec.denoiser)))
+        # the callback gets the sampler's own step index
+        assert callback_steps == list(range(len(callback_steps))) and callback_steps
+        if SAMPLER_CALLBACK_STEPS[sampler_name] is not None:
+            assert len(callback_steps) == SAMPLER_CALLBACK_STEPS[sampler_name]
+
+        rec.calls.clear()
+        out = host.img2img(gradient_image(), "a cat", steps=4, sampler_name=sampler_name, script_args=probe_off())
+        assert torch.isfinite(out.standin_latents).all() and out.images[0].size == (64, 64)
+        if img2img_calls is not None:
+            assert len(rec.calls) == img2img_calls
+
+    def test_restart_at_20_steps_runs_a_restart_segment(self, host, request, callback_steps):
+        rec = Recorder(request)
+        processed = host.txt2img("a cat", steps=20, sampler_name="Restart", script_args=probe_off())
+        assert torch.isfinite(processed.standin_latents).all()
+        # 11 Karras steps (20 - 9 restart steps), then the segment from sigma ~2 back to ~0.1 (9 steps) once:
+        # 20 Heun steps, two calls each except the last (Euler to sigma 0)
+        assert len(rec.calls) == 39 and callback_steps == list(range(20))
+        assert rec.denoiser[0]["total"] == 40  # second order: 2 x steps
+        sigmas = [d["sigma"] for d in rec.denoiser]
+        jumps = [(a, b) for a, b in zip(sigmas, sigmas[1:]) if b > a]
+        assert len(jumps) == 1  # the latent is re-noised once, from ~0.1 up to ~2
+        low, high = jumps[0]
+        assert 0.05 < low < 0.2 and 1.0 < high < 4.0
+
+        rec.calls.clear()
+        rec.denoiser.clear()
+        host.txt2img("a cat", steps=19, sampler_name="Restart", script_args=probe_off())
+        sigmas = [d["sigma"] for d in rec.denoiser]
+        assert len(rec.calls) == 37 and all(b <= a for a, b in zip(sigmas, sigmas[1:]))  # below 20 steps: Heun
+
+    def test_ddim_eta_and_timestep_inputs(self, host, request):
+        rec = Recorder(request)
+        plain = host.txt2img("a cat", steps=4, sampler_name="DDIM", script_args=probe_off())
+        # timesteps 1, 251, 501, 751: evaluated from the last down to the second
+        assert [d["sigma"] for d in rec.denoiser] == [751.0, 501.0, 251.0]
+        assert "Eta DDIM" not in plain.info
+        shared.opts.eta_ddim = 0.5
+        noisy = host.txt2img("a cat", steps=4, sampler_name="DDIM", script_args=probe_off())
+        assert "Eta DDIM: 0.5" in noisy.info
+        assert not torch.allclose(plain.standin_latents, noisy.standin_latents)
+        # PLMS has no eta parameter: no infotext, the same result whatever eta_ddim is
+        plms = host.txt2img("a cat", steps=4, sampler_name="PLMS", script_args=probe_off())
+        assert "Eta DDIM" not in plms.info
+        shared.opts.eta_ddim = 0.0
+        again = host.txt2img("a cat", steps=4, sampler_name="PLMS", script_args=probe_off())
+        assert torch.equal(again.standin_latents, plms.standin_latents)
+
+    def test_timestep_samplers_blend_the_mask_before_the_model_call(self, host, request):
+        from PIL import Image
+
+        rec = Recorder(request)
+        image = gradient_image()
+        mask = Image.new("L", (64, 64), 0)
+        mask.paste(255, (0, 0, 32, 64))
+        original = encode_image(image)[0, :, :, 4:]
+        out = host.img2img(image, "a dog", mask=mask, mask_blur=0, steps=4, sampler_name="DDIM", script_args=probe_off())
+        torch.testing.assert_close(out.standin_latents[0, :, :, 4:], original, atol=1e-5, rtol=0)
+        # mask_before_denoising: the kept half of every model input is the original latent
+        for d in rec.denoiser:
+            for row in d["x"]:
+                assert torch.equal(row[:, :, 4:], original)
+        # the k-diffusion samplers blend after the model call: their inputs there are noised
+        rec.denoiser.clear()
+        host.img2img(image, "a dog", mask=mask, mask_blur=0, steps=4, sampler_name="Euler", script_args=probe_off())
+        assert not torch.allclose(rec.denoiser[1]["x"][0, :, :, 4:], original)
+
+    def test_clip_skip_changes_the_conditioning_and_the_infotext(self, host, request):
+        rec = Recorder(request)
+        one = host.txt2img("a cat", steps=1, script_args=probe_off())
+        assert "Clip skip" not in one.info  # create_infotext: None when clip skip <= 1
+        shared.opts.CLIP_stop_at_last_layers = 2
+        two = host.txt2img("a cat", steps=1, script_args=probe_off())
+        assert "Clip skip: 2" in two.info
+        cond_one, cond_two = rec.denoiser[0]["cond_tensor"], rec.denoiser[1]["cond_tensor"]
+        assert cond_one.shape == cond_two.shape and not torch.allclose(cond_one, cond_two)
+        assert not torch.equal(one.standin_latents, two.standin_latents)
+
+        shared.opts.CLIP_stop_at_last_layers = 1
+        three = host.txt2img("a cat", steps=1, script_args=probe_off(), override_settings_texts=["Clip skip: 3"])
+        assert "Clip skip: 3" in three.info and shared.opts.CLIP_stop_at_last_layers == 1
+        cond_three = rec.denoiser[2]["cond_tensor"]
+        assert not torch.allclose(cond_three, cond_one) and not torch.allclose(cond_three, cond_two)
+
+        # the encoder: deterministic, hidden_states[-N] through the final layer norm (N = 1: the last layer)
+        encoder = shared.sd_model.cond_stage_model
+        shared.opts.CLIP_stop_at_last_layers = 2
+        torch.testing.assert_close(encoder(["a cat"]), cond_two, atol=0, rtol=0)
+        tokens = torch.asarray([encoder.tokenize_line("a cat")[0][0].tokens])
+        hidden = encoder.hidden_states(tokens)
+        assert len(hidden) == 13
+        assert torch.equal(encoder.encode_with_transformers(tokens), encoder.final_layer_norm(hidden[-2]))
+        shared.opts.CLIP_stop_at_last_layers = 1
+        assert torch.equal(encoder.encode_with_transformers(tokens), encoder.final_layer_norm(hidden[-1]))
+
+    def test_emphasis_modes_change_the_conditioning(self, host, request):
+        model = shared.sd_model
+        prompt = "a (cat:1.5) on a [mat]"
+
+        def encode(text, mode):
+            shared.opts.emphasis = mode
+            return model.get_learned_conditioning([text])
+
+        original, no_norm = encode(prompt, "Original"), encode(prompt, "No norm")
+        ignore, none = encode(prompt, "Ignore"), encode(prompt, "None")
+        plain = encode("a cat on a mat", "Original")
+        shared.opts.emphasis = "Original"
+        multipliers = torch.tensor(model.cond_stage_model.tokenize_line(prompt)[0][0].multipliers)
+        assert sorted(set(multipliers.tolist())) == pytest.approx([1 / 1.1, 1.0, 1.5])
+
+        assert torch.equal(ignore, plain)  # parsed, weights not applied
+        torch.testing.assert_close(no_norm, ignore * multipliers[None, :, None])  # weights, no mean restore
+        torch.testing.assert_close(original, no_norm * (ignore.mean() / no_norm.mean()))  # mean restored
+        torch.testing.assert_close(original.mean(), ignore.mean())
+        assert not torch.allclose(original, no_norm) and not torch.allclose(original, ignore)
+        assert none.shape == plain.shape and not torch.allclose(none, plain)  # brackets are literal text
+
+        # in a generation: the cond the model sees, and "Emphasis" in the infotext unless it is Original
+        rec = Recorder(request)
+        shared.opts.emphasis = "No norm"
+        processed = host.txt2img(prompt, steps=1, script_args=probe_off())
+        torch.testing.assert_close(rec.denoiser[0]["cond_tensor"], no_norm)
+        assert "Emphasis: No norm" in processed.info
+        shared.opts.emphasis = "Original"
+        processed = host.txt2img(prompt, steps=1, script_args=probe_off())
+        torch.testing.assert_close(rec.denoiser[1]["cond_tensor"], original)
+        assert "Emphasis" not in processed.info
 
     def test_script_exception_is_reported_and_generation_goes_on(self, host, lib):
         before = len(errors.reports)

@@ -15,10 +15,18 @@ What is real-shaped:
 - ``alphas_cumprod``: SD's "scaled linear" schedule, beta 0.00085..0.012 over 1000 steps.
 - The text encoder mirrors modules/sd_hijack_clip.py's chunking: a prompt becomes chunks of 75
   tokens, each padded with end tokens and wrapped in start/end tokens -> 77 rows; all prompts of one
-  call get the same number of chunks; BREAK, comma back-tracking and "Original" emphasis (multiply,
-  then restore the mean) are applied like the real one. The "CLIP" itself is fake: words and
-  punctuation -> ids by crc32, one seeded embedding table, plus positional embeddings, a causal
-  running mean and a layer norm. Clip skip is ignored.
+  call get the same number of chunks; BREAK, comma back-tracking and the emphasis modes of
+  modules/sd_emphasis.py ("Original": multiply, then restore the mean; "No norm": multiply; "Ignore";
+  "None": not parsed) are applied like the real one, and a prompt with ( or [ under a mode other than
+  "Original" adds "Emphasis" to model_hijack.extra_generation_params. The "CLIP" itself is fake:
+  words and punctuation -> ids by crc32, one seeded embedding table, plus positional embeddings,
+  12 "layers" that blend the embeddings step by step into their causal running mean (the last layer's
+  output is that running mean), and a final layer norm (+ bias).
+- Clip skip (opts.CLIP_stop_at_last_layers = N) as sd_hijack_clip.FrozenCLIPEmbedderWithCustomWords
+  does for SD1 (768-wide context): N > 1 takes hidden_states[-N] (13 of them: embeddings + 12 layers)
+  through the final layer norm instead of the last layer's output. SD2 (OpenCLIP) and the SDXL
+  encoders ignore it, as the real ones do with the default sdxl_clip_l_skip = False (the stand-in
+  does not model sdxl_clip_l_skip = True).
 - The "VAE" is a fixed linear map: decode = the WebUI's "cheap approximation" 4->3 channel matrix
   then 8x nearest upsampling; encode = 8x8 average pooling then the pseudo-inverse of that matrix.
   Deterministic; encode(decode(z)) == z for any z.
@@ -36,7 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import ldm.modules.attention as ldm_attention
-from modules import prompt_parser, shared
+from modules import prompt_parser, sd_emphasis, shared
 
 CHEAP_APPROX_SD1 = torch.tensor(
     [
@@ -58,9 +66,11 @@ class FakeTextEncoder(nn.Module):
     """Deterministic text encoder with the chunking of FrozenCLIPEmbedderWithCustomWords."""
 
     chunk_length = 75
+    num_layers = 12  # CLIP ViT-L/14's text transformer depth (clip skip 1..12)
 
-    def __init__(self, context_dim: int, seed: int = 1234, vocab: int = 4096):
+    def __init__(self, context_dim: int, seed: int = 1234, vocab: int = 4096, honours_clip_skip: bool = False):
         super().__init__()
+        self.honours_clip_skip = honours_clip_skip
         generator = torch.Generator().manual_seed(seed)
         self.vocab = vocab
         self.id_start = vocab
@@ -157,22 +167,39 @@ class FakeTextEncoder(nn.Module):
         chunk.multipliers = [1.0] * (self.chunk_length + 2)
         return chunk
 
-    def encode_with_transformers(self, tokens):
-        z = self.token_embedding[tokens] + self.position_embedding[: tokens.shape[1]]
-        positions = torch.arange(1, tokens.shape[1] + 1, dtype=z.dtype).view(1, -1, 1)
-        z = z.cumsum(dim=1) / positions  # causal mixing, like CLIP's causal mask
+    def hidden_states(self, tokens):
+        """The fake transformer's hidden states, as HF CLIP's output_hidden_states: the embeddings, then
+        the output of each of the num_layers layers; layer k moves k/num_layers of the way from the
+        embeddings to their causal running mean (the mixing of CLIP's causal mask)."""
+        embedded = self.token_embedding[tokens] + self.position_embedding[: tokens.shape[1]]
+        positions = torch.arange(1, tokens.shape[1] + 1, dtype=embedded.dtype).view(1, -1, 1)
+        running_mean = embedded.cumsum(dim=1) / positions
+        layers = [embedded + (k / self.num_layers) * (running_mean - embedded) for k in range(1, self.num_layers)]
+        return (embedded, *layers, running_mean)
+
+    def final_layer_norm(self, z):
         return F.layer_norm(z, z.shape[-1:]) + self.output_bias
 
+    def encode_with_transformers(self, tokens):
+        # mirrors sd_hijack_clip.FrozenCLIPEmbedderWithCustomWords.encode_with_transformers: with clip
+        # skip N > 1 the N-th hidden state from the end, through the final layer norm; otherwise the
+        # last hidden state (the final layer norm of the last layer's output)
+        hidden_states = self.hidden_states(tokens)
+        clip_skip = shared.opts.CLIP_stop_at_last_layers if self.honours_clip_skip else 1
+        if clip_skip > 1:
+            return self.final_layer_norm(hidden_states[-clip_skip])
+        return self.final_layer_norm(hidden_states[-1])
+
     def process_tokens(self, remade_batch_tokens, batch_multipliers):
+        # mirrors TextConditionalModel.process_tokens: encode, then the emphasis option's after_transformers
         tokens = torch.asarray(remade_batch_tokens)
         z = self.encode_with_transformers(tokens)
-        multipliers = torch.asarray(batch_multipliers, dtype=z.dtype)
-        if shared.opts.emphasis in ("Original", "No norm"):
-            original_mean = z.mean()
-            z = z * multipliers.unsqueeze(-1)
-            if shared.opts.emphasis == "Original":
-                z = z * (original_mean / z.mean())
-        return z
+        emphasis = sd_emphasis.get_current_option(shared.opts.emphasis)()
+        emphasis.tokens = remade_batch_tokens
+        emphasis.multipliers = torch.asarray(batch_multipliers, dtype=z.dtype)
+        emphasis.z = z
+        emphasis.after_transformers()
+        return emphasis.z
 
     def forward(self, texts):
         # mirrors FrozenCLIPEmbedderWithCustomWordsBase.forward: chunk i of every prompt is encoded
@@ -184,6 +211,10 @@ class FakeTextEncoder(nn.Module):
         for i in range(chunk_count):
             batch_chunk = [chunks[i] if i < len(chunks) else self.empty_chunk() for chunks in batch_chunks]
             zs.append(self.process_tokens([x.tokens for x in batch_chunk], [x.multipliers for x in batch_chunk]))
+        if any(x for x in texts if "(" in x or "[" in x) and shared.opts.emphasis != "Original":
+            from modules.sd_hijack import model_hijack
+
+            model_hijack.extra_generation_params["Emphasis"] = shared.opts.emphasis
         return torch.hstack(zs)
 
 
@@ -289,7 +320,8 @@ class StandInSDModel(nn.Module):
 
         self.model = SgmWrapper(unet) if self.is_sdxl else DiffusionWrapper(unet, "crossattn")
         self.first_stage_model = FakeVAE()
-        self.cond_stage_model = FakeTextEncoder(context_dim, seed=text_seed)
+        # SD1's FrozenCLIPEmbedder honours clip skip; SD2's OpenCLIP and the SDXL encoders do not
+        self.cond_stage_model = FakeTextEncoder(context_dim, seed=text_seed, honours_clip_skip=self.is_sd1)
 
         betas = torch.linspace(0.00085**0.5, 0.012**0.5, 1000, dtype=torch.float64) ** 2
         self.register_buffer("alphas_cumprod", torch.cumprod(1.0 - betas, dim=0).float(), persistent=False)

@@ -1,19 +1,22 @@
 """Mirrors modules/sd_samplers.py: the sampler registry, create_sampler, infotext sampler/scheduler
-lookups and fix_p_invalid_sampler_and_scheduler.
-
-Simplified: only the k-diffusion samplers exist (no DDIM/PLMS/UniPC/LCM timestep samplers)."""
+lookups and fix_p_invalid_sampler_and_scheduler. all_samplers: the k-diffusion samplers (Restart
+last), then the timestep samplers (DDIM, DDIM CFG++, PLMS, UniPC), then LCM, in the real order."""
 
 from __future__ import annotations
 
 import functools
 import logging
 
-from modules import sd_samplers_common, sd_samplers_kdiffusion, sd_schedulers, shared
+from modules import sd_samplers_common, sd_samplers_kdiffusion, sd_samplers_lcm, sd_samplers_timesteps, sd_schedulers, shared
 
 samples_to_image_grid = sd_samplers_common.samples_to_image_grid
 sample_to_image = sd_samplers_common.sample_to_image
 
-all_samplers = [*sd_samplers_kdiffusion.samplers_data_k_diffusion]
+all_samplers = [
+    *sd_samplers_kdiffusion.samplers_data_k_diffusion,
+    *sd_samplers_timesteps.samplers_data_timesteps,
+    *sd_samplers_lcm.samplers_data_lcm,
+]
 all_samplers_map = {x.name: x for x in all_samplers}
 
 samplers: list[sd_samplers_common.SamplerData] = []

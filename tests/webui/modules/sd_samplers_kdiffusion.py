@@ -1,7 +1,6 @@
 """Mirrors modules/sd_samplers_kdiffusion.py: KDiffusionSampler over the real k_diffusion.sampling
-functions, with CompVisDenoiser around the (stand-in) model.
-
-Simplified: the "Restart" sampler (modules/sd_samplers_extra.py) is not provided."""
+functions, with CompVisDenoiser around the (stand-in) model, and the "Restart" sampler of sd_samplers_extra
+(a callable funcname: KDiffusionSampler calls it directly instead of looking it up in k_diffusion.sampling)."""
 
 import inspect
 
@@ -10,7 +9,7 @@ import k_diffusion.sampling
 import torch
 
 import modules.shared as shared
-from modules import devices, sd_samplers_cfg_denoiser, sd_samplers_common, sd_schedulers
+from modules import devices, sd_samplers_cfg_denoiser, sd_samplers_common, sd_samplers_extra, sd_schedulers
 from modules.script_callbacks import ExtraNoiseParams, extra_noise_callback
 from modules.sd_samplers_cfg_denoiser import CFGDenoiser  # noqa: F401
 from modules.shared import opts
@@ -50,6 +49,7 @@ samplers_k_diffusion = [
     ),
     ("DPM fast", "sample_dpm_fast", ["k_dpm_fast"], {"uses_ensd": True}),
     ("DPM adaptive", "sample_dpm_adaptive", ["k_dpm_ad"], {"uses_ensd": True}),
+    ("Restart", sd_samplers_extra.restart_sampler, ["restart"], {"scheduler": "karras", "second_order": True}),
 ]
 
 samplers_data_k_diffusion = [

@@ -323,6 +323,10 @@ options_templates.update(
                 False, "Always discard next-to-last sigma", infotext="Discard penultimate sigma"
             ),
             "sgm_noise_multiplier": OptionInfo(False, "SGM noise multiplier", infotext="SGM noise multiplier"),
+            "uni_pc_variant": OptionInfo("bh1", "UniPC variant", infotext="UniPC variant"),
+            "uni_pc_skip_type": OptionInfo("time_uniform", "UniPC skip type", infotext="UniPC skip type"),
+            "uni_pc_order": OptionInfo(3, "UniPC order", infotext="UniPC order"),
+            "uni_pc_lower_order_final": OptionInfo(True, "UniPC lower order final", infotext="UniPC lower order final"),
             "sd_noise_schedule": OptionInfo("Default", "Noise schedule for sampling", infotext="Noise Schedule"),
             "skip_early_cond": OptionInfo(0.0, "Ignore negative prompt during early sampling", infotext="Skip Early CFG"),
             "beta_dist_alpha": OptionInfo(0.6, "Beta scheduler - alpha", infotext="Beta scheduler alpha"),
