@@ -1,4 +1,5 @@
-// Tooltips for the MasaCtrl accordion, attached by element id once the UI exists.
+// Tooltips for the MasaCtrl accordion, attached by element id once the UI exists, and the layer
+// sliders kept to the loaded model's range when the checkpoint changes.
 (function () {
     const tooltips = {
         enabled: "Pair the batch: the first half are sources, the second half targets that keep their source's subject and textures.",
@@ -22,10 +23,15 @@
         source_mask: "White: the subject in the source images. Upload a mask or draw on it.",
         target_mask: "White: the subject in the target images. Upload a mask or draw on it.",
     };
+    // Where a control means something else on img2img.
+    const img2imgTooltips = {
+        source_prompt: "Prompt of the source images. With 'Invert the init image' on: what the init image shows, used to invert and reconstruct it; empty: no prompt (the paper). With it off: empty means the main prompt.",
+    };
 
     function attach() {
         for (const tab of ["txt2img", "img2img"]) {
-            for (const [name, text] of Object.entries(tooltips)) {
+            const texts = tab === "img2img" ? {...tooltips, ...img2imgTooltips} : tooltips;
+            for (const [name, text] of Object.entries(texts)) {
                 const element = gradioApp().getElementById(`script_${tab}_masactrl_${name}`);
                 // The enable switch is the accordion's header: a title on the whole accordion would
                 // show over every control inside it.
@@ -37,5 +43,24 @@
         }
     }
 
+    // The layer sliders' range is the loaded model's (16 layers on SD1/SD2, 70 on SDXL): ask the
+    // hidden refresh buttons for it whenever the checkpoint changes, and once the UI has options.
+    let checkpoint = null;
+
+    function followCheckpoint() {
+        const current = opts.sd_model_checkpoint;
+        if (current === checkpoint) {
+            return;
+        }
+        checkpoint = current;
+        for (const tab of ["txt2img", "img2img"]) {
+            const button = gradioApp().getElementById(`script_${tab}_masactrl_refresh_layers`);
+            if (button) {
+                button.click();
+            }
+        }
+    }
+
     onUiLoaded(attach);
+    onOptionsChanged(followCheckpoint);
 })();
