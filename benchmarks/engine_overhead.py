@@ -15,10 +15,13 @@ from the allocations and frees torch's profiler records, on CUDA torch's own pea
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import pathlib
 import statistics
 import sys
 import time
+from typing import Iterator
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
@@ -118,6 +121,21 @@ def measure_times(channels: int, latent: int, rows: int, repeats: int, device: s
     return results
 
 
+@contextlib.contextmanager
+def native_stderr_silenced() -> Iterator[None]:
+    """The profiler's native library (Kineto) logs every start and stop, and on a machine without
+    a GPU a device-count error, straight to the process's stderr, between the table's rows."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def peak_memory(channels: int, latent: int, rows: int, mode: str, start_layer: int, device: str) -> float:
     """Extra peak memory of one U-Net call in bytes (mode "plain" for no control)."""
     unet = build_unet(channels, device)
@@ -137,7 +155,7 @@ def peak_memory(channels: int, latent: int, rows: int, mode: str, start_layer: i
             unet(x, t, context=context)
         torch.cuda.synchronize()
         return float(torch.cuda.max_memory_allocated() - base)
-    with torch.no_grad(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with torch.no_grad(), native_stderr_silenced(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         unet(x, t, context=context)
     leaves = sorted((e.time_range.start, e.self_cpu_memory_usage) for e in prof.events() if not e.cpu_children)
     current = peak = 0

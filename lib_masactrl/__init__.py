@@ -23,6 +23,7 @@ from .settings import (
     SettingsError,
     default_start_layer,
 )
+from .steps import PassSteps
 from .words import subprompt_positions, word_positions
 
 __all__ = [
@@ -63,6 +64,7 @@ __all__ = [
     "default_start_layer",
     "detach_all",
     "Pairing",
+    "PassSteps",
     "pair_halves",
     "stop_on_next_call",
 ]

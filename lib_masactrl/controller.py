@@ -13,7 +13,6 @@ and the attn2 calls at latent/4 collect the cross-attention maps that word masks
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Tuple
 
@@ -23,8 +22,6 @@ from .attention import RowMask, controlled_self_attention, masked_self_attention
 from .layout import COND, CallPlan, StepLayout
 from .masks import Grid, MaskGuide, MaskState, UsedMasks, subject_attention, token_grid
 from .settings import MasaCtrlSettings, Schedule
-
-logger = logging.getLogger("masactrl")
 
 # Keyword arguments sgm's attn1 receives; any other value than these defaults changes what the
 # context means, so such calls run unchanged.
@@ -61,8 +58,8 @@ class MasaCtrlController:
         self.masks: MaskState | None = MaskState(masks) if masks is not None else None
         self._latent_size: Grid | None = None
         self.stats = ControlStats()
-        self.notes: List[str] = []
-        self._noted: set = set()
+        self._notes: Dict[str, str] = {}
+        self._layer_notes: Dict[str, Tuple[str, List[int]]] = {}
         self._step: int | None = None
         self._layout: StepLayout | None = None
         self._cursor = 0
@@ -115,13 +112,26 @@ class MasaCtrlController:
         return self._plan
 
     def note(self, key: str, message: str) -> None:
-        """Report a problem once per generation: to the console now, and to the host via
-        :attr:`notes` so that it can show it to the user."""
-        if key in self._noted:
-            return
-        self._noted.add(key)
-        self.notes.append(message)
-        logger.warning("MasaCtrl: %s", message)
+        """Report a problem once per attachment, to the host via :attr:`notes`, which shows it to
+        the user and the console."""
+        self._notes.setdefault(key, message)
+
+    def layer_note(self, kind: str, layer: int, template: str) -> None:
+        """Report a problem that repeats layer by layer once, naming every layer it hit. The first
+        ``template`` of a kind is kept; its ``{layers}`` becomes "layer 12" or "layers 10-15", its
+        ``{that}`` "that layer" or "those layers"."""
+        _, layers = self._layer_notes.setdefault(kind, (template, []))
+        if layer not in layers:
+            layers.append(layer)
+
+    @property
+    def notes(self) -> List[str]:
+        """Every problem reported so far, in the order first reported by kind."""
+        layered = [
+            template.format(layers=_layer_phrase(layers), that="that layer" if len(layers) == 1 else "those layers")
+            for template, layers in self._layer_notes.values()
+        ]
+        return [*self._notes.values(), *layered]
 
     # --- engine side -----------------------------------------------------------------------
 
@@ -186,11 +196,11 @@ class MasaCtrlController:
         tokens = x.shape[1]
         grid = token_grid(self._latent_size, tokens) if self._latent_size is not None else None
         if grid is None or (context is not None and context.shape[1] != tokens):
-            self.note(
-                f"mask-grid-{layer}",
-                f"layer {layer} self-attention has {tokens} query tokens and "
+            self.layer_note(
+                "mask-grid", layer,
+                f"{{layers}} self-attention had {tokens} query tokens and "
                 f"{tokens if context is None else context.shape[1]} context tokens, which do not form a token grid "
-                f"of the {self._latent_size} latent (token merging or extra tokens); it ran without masks",
+                f"of the {self._latent_size} latent (token merging or extra tokens); {{that}} ran without masks",
             )
             return None
         rows: List[RowMask | None] = []
@@ -243,10 +253,10 @@ class MasaCtrlController:
         tokens = request.grid[0] * request.grid[1]
         last = max(max(positions) for _, _, positions in request.rows)
         if q.dim() != 3 or k.dim() != 3 or q.shape[:2] != (rows, tokens) or k.shape[0] != rows or k.shape[1] <= last:
-            self.note(
-                f"map-shape-{layer}",
-                f"layer {layer} cross-attention had queries {tuple(q.shape)} and keys {tuple(k.shape)}, which do not fit "
-                f"{rows} rows of {tokens} tokens and subject tokens up to {last}; its maps were not used",
+            self.layer_note(
+                "map-shape", layer,
+                f"{{layers}} cross-attention had queries {tuple(q.shape)} and keys {tuple(k.shape)}, which do not fit "
+                f"{rows} rows of {tokens} tokens and subject tokens up to {last}; the maps of {{that}} were not used",
             )
             return
         with torch.no_grad():
@@ -265,19 +275,19 @@ class MasaCtrlController:
         unusual = ["mask"] * (mask is not None) + ["positional arguments"] * (len(args) > len(names))
         unusual += sorted(key for key, value in extra.items() if key not in _NEUTRAL_KWARGS or _is_set(value))
         if unusual:
-            self.note(
-                f"arguments-{layer}",
-                f"layer {layer} self-attention was called with extra inputs ({', '.join(unusual)}); "
-                "it ran without MasaCtrl",
+            self.layer_note(
+                "arguments", layer,
+                f"{{layers}} self-attention was called with extra inputs ({', '.join(unusual)}); "
+                "{that} ran without MasaCtrl",
             )
             return None
         if not isinstance(x, torch.Tensor) or x.dim() != 3:
             return None
         if x.shape[0] != plan.size or (context is not None and context.shape[0] != plan.size):
-            self.note(
-                f"rows-{layer}",
-                f"layer {layer} self-attention saw {x.shape[0]} rows where the U-Net call had {plan.size} "
-                "(another extension reshapes the batch); that layer ran without MasaCtrl",
+            self.layer_note(
+                "rows", layer,
+                f"{{layers}} self-attention saw {x.shape[0]} rows where the U-Net call had {plan.size} "
+                "(another extension reshapes the batch); {that} ran without MasaCtrl",
             )
             return None
         return x, context, extra
@@ -306,6 +316,19 @@ class MasaCtrlController:
                     f"step {self._step}, layer {layer}; it used plain self-attention there",
                 )
         return kv_rows, kept_rows
+
+
+def _layer_phrase(layers: List[int]) -> str:
+    """"layer 12", "layers 10-15", "layers 3, 10-15"."""
+    ordered = sorted(layers)
+    runs: List[List[int]] = []
+    for layer in ordered:
+        if runs and layer == runs[-1][-1] + 1:
+            runs[-1].append(layer)
+        else:
+            runs.append([layer])
+    text = ", ".join(str(run[0]) if len(run) == 1 else f"{run[0]}-{run[-1]}" for run in runs)
+    return f"layer{'s' * (len(ordered) > 1)} {text}"
 
 
 def _is_set(value: Any) -> bool:

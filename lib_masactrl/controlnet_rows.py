@@ -51,7 +51,7 @@ import torch
 from .controller import MasaCtrlController
 from .layout import CallPlan
 from .patching import PATCH_MARKER
-from .settings import Choice
+from .settings import Choice, SettingsError
 
 logger = logging.getLogger("masactrl")
 
@@ -119,13 +119,17 @@ def unit_kind(param: Any) -> UnitKind:
     return UnitKind.RESIDUAL
 
 
+def _unit_name(param: Any) -> str:
+    """A unit's preprocessor, or its model type where it has none."""
+    preprocessor = getattr(param, "preprocessor", None)
+    name = preprocessor.get("name") if isinstance(preprocessor, dict) else None
+    return name or _type_name(param) or "unknown type"
+
+
 def _unit_label(index: int, param: Any) -> str:
     """How notes name a unit: its place among the enabled units (``control_params`` holds only the
     enabled ones, in the order of the unit tabs) and its preprocessor."""
-    preprocessor = getattr(param, "preprocessor", None)
-    name = preprocessor.get("name") if isinstance(preprocessor, dict) else None
-    kind = _type_name(param) or "unknown type"
-    return f"enabled ControlNet unit {index + 1} ({name or kind})"
+    return f"enabled ControlNet unit {index + 1} ({_unit_name(param)})"
 
 
 def assigned_rows(plan: CallPlan, assignment: Assignment) -> Tuple[bool, ...]:
@@ -219,7 +223,7 @@ class UnitRestriction:
             stale = _unwrap(param)
             if stale:
                 logger.debug("MasaCtrl: removed %d stale ControlNet unit views from unit %d", stale, index + 1)
-            assignment = assignments[index] if index < len(assignments) else DEFAULT_ASSIGNMENT
+            assignment = assignments[index]
             kind = unit_kind(param)
             label = _unit_label(index, param)
             if kind is UnitKind.SELF_ATTENTION:
@@ -311,16 +315,25 @@ def restrict_units(
     """Narrow the units of a hooked ControlNet ``network`` (its ``UnetHook``, duck-typed: its
     ``control_params`` and ``attention_auto_machine`` are read) to their rows.
 
-    ``assignments`` is one value for every unit or one per enabled unit, in ``control_params``
-    order; units past the end of the list get :data:`DEFAULT_ASSIGNMENT`. Units that cannot be
-    narrowed, and units or options that rewrite self-attention, are reported once through
-    ``controller.note``. Views left on the units by an earlier call are replaced, never stacked.
-    Raises :class:`SettingsError` for an unknown assignment, before changing anything."""
+    ``assignments`` is one value for every unit or exactly one per enabled unit, in
+    ``control_params`` order. Units that cannot be narrowed, and units or options that rewrite
+    self-attention, are reported once through ``controller.note``. Views left on the units by an
+    earlier call are replaced, never stacked. Raises :class:`SettingsError` for an unknown
+    assignment or a list that does not match the enabled units one to one (naming them), before
+    changing anything."""
+    params = list(getattr(network, "control_params", None) or [])
     if isinstance(assignments, (str, Assignment)):
-        count = len(getattr(network, "control_params", None) or [])
-        parsed = [Assignment.parse(assignments)] * count
+        parsed = [Assignment.parse(assignments)] * len(params)
     else:
         parsed = [Assignment.parse(value) for value in assignments]
+        if len(parsed) != len(params):
+            units = ", ".join(f"unit {index + 1}: {_unit_name(param)}" for index, param in enumerate(params))
+            raise SettingsError(
+                f"'per unit' lists {len(parsed)} ControlNet assignment{'s' * (len(parsed) != 1)} "
+                f"({', '.join(value.value for value in parsed)}) for {len(params)} enabled ControlNet "
+                f"unit{'s' * (len(params) != 1)}{f' ({units})' if units else ''}: give one entry per enabled unit, "
+                "in tab order"
+            )
     restriction = UnitRestriction(controller)
     try:
         restriction._install(network, parsed)

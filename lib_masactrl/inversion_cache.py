@@ -14,7 +14,7 @@ import logging
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import NamedTuple, Sequence, Tuple
+from typing import Any, Mapping, NamedTuple, Sequence, Tuple
 
 import torch
 
@@ -32,6 +32,29 @@ def tensor_digest(tensor: torch.Tensor) -> str:
     return digest.hexdigest()
 
 
+def conditioning_digest(parts: Sequence[Any]) -> str:
+    """A content hash of conditioning as the model receives it: tensors, dicts of tensors (SDXL's
+    ``crossattn``, ``vector``, ...) and lists of those, in order."""
+    digest = hashlib.sha256()
+
+    def add(value: Any) -> None:
+        if isinstance(value, torch.Tensor):
+            digest.update(tensor_digest(value).encode())
+        elif isinstance(value, Mapping):
+            for key in sorted(value):
+                digest.update(f"{key}:".encode())
+                add(value[key])
+        elif isinstance(value, (list, tuple)):
+            digest.update(f"[{len(value)}]".encode())
+            for item in value:
+                add(item)
+        else:
+            digest.update(repr(value).encode())
+
+    add(list(parts))
+    return digest.hexdigest()
+
+
 @dataclass(frozen=True)
 class InversionKey:
     """Everything an inversion's result depends on. Build it with :meth:`create`.
@@ -42,8 +65,11 @@ class InversionKey:
     - ``sigmas`` and ``sigma_min``: the schedule walked and the level of the first eps read.
       The schedule's values stand for steps, denoising strength, scheduler and every option
       that shapes them: two settings giving the same values give the same inversion.
-    - ``prompt``, ``negative_prompt``, ``cfg_scale``: the inversion's conditioning. The negative
-      prompt is recorded only when the scale is not 1, since guidance 1 never reads it.
+    - ``conditioning`` and ``cfg_scale``: the digest of the conditioning tensors the inversion's
+      model calls receive (cond, and uncond when the scale is not 1, since guidance 1 never reads
+      it; image conditioning), and the scale. Keying on the tensors rather than on the prompts and
+      the settings that turn them into tensors (clip skip, emphasis, styles, textual inversion,
+      SDXL's size conditioning) means that no list of such settings can go out of date.
     - ``extra``: anything else the host knows to matter, as sorted name/value pairs.
     """
 
@@ -51,8 +77,7 @@ class InversionKey:
     model: str
     sigmas: Tuple[float, ...]
     sigma_min: float
-    prompt: str
-    negative_prompt: str
+    conditioning: str
     cfg_scale: float
     extra: Tuple[Tuple[str, str], ...]
 
@@ -64,20 +89,19 @@ class InversionKey:
         sigma_min: float,
         *,
         model: str,
-        prompt: str,
-        negative_prompt: str = "",
+        conditioning: Sequence[Any],
         cfg_scale: float = 1.0,
         content: str | None = None,
         extra: dict[str, str] | None = None,
     ) -> "InversionKey":
-        """The key of inverting ``x0`` along ``sigmas``; ``content`` defaults to ``x0``'s digest."""
+        """The key of inverting ``x0`` along ``sigmas``; ``content`` defaults to ``x0``'s digest and
+        ``conditioning`` lists what the model calls receive besides the latent and the noise level."""
         return cls(
             content=tensor_digest(x0) if content is None else content,
             model=model,
             sigmas=tuple(schedule_levels(sigmas)),
             sigma_min=float(sigma_min),
-            prompt=prompt,
-            negative_prompt=negative_prompt if cfg_scale != 1 else "",
+            conditioning=conditioning_digest(conditioning),
             cfg_scale=float(cfg_scale),
             extra=tuple(sorted((extra or {}).items())),
         )

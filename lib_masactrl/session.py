@@ -18,6 +18,7 @@ from .masks import MaskGuide, UsedMasks
 from .pairing import Pairing
 from .patching import Attachment, attach, detach_all
 from .settings import SettingsError
+from .steps import PassSteps
 
 logger = logging.getLogger("masactrl")
 
@@ -35,18 +36,11 @@ def share_seeds(seeds: Sequence[int], batch_size: int) -> List[int]:
     return Pairing.halves(batch_size).seeds(seeds)
 
 
-def sampler_step(call_index: int, calls_planned: int, steps: int) -> int:
-    """The sampler step of a denoiser call. Second-order samplers plan two calls per step (and
-    make one on the last), so the step is the call index divided by the calls per step."""
-    calls_per_step = max(1, calls_planned // max(steps, 1))
-    return min(call_index // calls_per_step, max(steps - 1, 0))
-
-
 class GenerationSession:
     """Per-generation state. Construction validates everything that can be known before
     sampling and raises :class:`SettingsError` or :class:`LayoutError` with the user's message."""
 
-    def __init__(self, args: ScriptArgs, batch_size: int, steps: int, unet: nn.Module) -> None:
+    def __init__(self, args: ScriptArgs, batch_size: int, unet: nn.Module) -> None:
         self.args = args
         self.settings = args.settings()
         self.pairing = Pairing.halves(batch_size)
@@ -54,11 +48,8 @@ class GenerationSession:
         layer_map = LayerMap.from_unet(unet)
         self.schedule = self.settings.schedule(len(layer_map), None, layer_map.family)
         self.notes: List[str] = []
-        if self.settings.start_step >= steps:
-            self.note(
-                f"start step {self.settings.start_step} is past the last step ({steps - 1}): the batch is paired "
-                "but MasaCtrl does not act on this generation"
-            )
+        self.steps: PassSteps | None = None
+        """The noise levels of the pass being sampled, one per step."""
         self.attachment: Attachment | None = None
         self.restriction: UnitRestriction | None = None
         self.masks: MaskGuide | None = None
@@ -96,27 +87,38 @@ class GenerationSession:
         self,
         unet: nn.Module,
         controlled: bool,
+        steps: PassSteps,
+        pass_name: str = "this generation",
         controlnet: Any = None,
         assignments: Any = None,
         masks: MaskGuide | None = None,
     ) -> None:
-        """Before a sampling pass: attach to the U-Net that will sample it. A pass without control
-        (hires fix left unticked) still needs the row layout when ControlNet units are narrowed to
-        sources or targets, so it attaches without controlling any step; otherwise nothing stays
-        attached. ``controlnet`` is the ControlNet extension's hooked network, if any, and
-        ``assignments`` overrides the user's unit assignment (see :func:`restrict_units`);
+        """Before a sampling pass: attach to the U-Net that will sample it. ``steps`` are the noise
+        levels the pass samples, which is how each model call finds its step; ``pass_name`` names the
+        pass in notes. A pass without control (hires fix left unticked) still needs the row layout
+        when ControlNet units are narrowed to sources or targets, so it attaches without controlling
+        any step; otherwise nothing stays attached. ``controlnet`` is the ControlNet extension's
+        hooked network, if any, and ``assignments`` overrides the user's unit assignment (see
+        :func:`restrict_units`, whose :class:`SettingsError` this raises with nothing left attached);
         ``masks`` are the batch's masks (see :func:`~lib_masactrl.masks.mask_guide`)."""
         self.end_pass()
         detach_all(unet)
+        self.steps = steps
         self.pass_controlled = controlled
         self.masks = masks
+        if controlled and self.settings.start_step >= len(steps):
+            self.note(
+                f"start step {self.settings.start_step} is past the last step ({len(steps) - 1}) of {pass_name}: "
+                "the batch is paired but MasaCtrl does not act on it"
+            )
         units = bool(getattr(controlnet, "control_params", None))
         if (controlled or units) and self._attach(unet) and units:
+            wanted = assignments if assignments is not None else self.args.controlnet_assignments()
             try:
-                wanted = assignments if assignments is not None else self.args.controlnet_assignments()
                 self.restriction = restrict_units(controlnet, self.attachment.controller, wanted)
-            except SettingsError as error:
-                self.note(f"{error}; ControlNet units act on every image")
+            except SettingsError:
+                self.end_pass()
+                raise
 
     def _attach(self, unet: nn.Module) -> bool:
         try:
@@ -127,28 +129,21 @@ class GenerationSession:
         self.steps_controlled = 0
         return True
 
-    def denoiser_call(
-        self,
-        unet: nn.Module,
-        call_index: int,
-        calls_planned: int,
-        steps: int,
-        rows: int,
-        cond_repeats: Sequence[int] | None,
-    ) -> None:
-        """Before each denoiser call: hand the engine its step and row layout."""
+    def denoiser_call(self, unet: nn.Module, level: float, rows: int, cond_repeats: Sequence[int] | None) -> None:
+        """Before each denoiser call: hand the engine the call's step, found from the noise level
+        ``level`` it is made at (see :mod:`lib_masactrl.steps`), and its row layout."""
         attachment = self.attachment
-        if attachment is None:
+        if attachment is None or self.steps is None:
             return
         if attachment.unet is not unet or not attachment.intact:
             # A refiner loads a new model, or reloads weights into this one and the model-loaded
             # callback removed the patches: either way, attach to what samples now.
             self.note("the model changed during sampling (refiner); MasaCtrl follows the new model")
-            self.end_pass()
+            self.end_pass(keep_steps=True)
             if not self._attach(unet):
                 return
             attachment = self.attachment
-        step = sampler_step(call_index, calls_planned, steps)
+        step = self.steps.step_at(level)
         try:
             layout = StepLayout.cfg(self.pairing.reads_from, cond_repeats)
         except LayoutError as error:
@@ -167,9 +162,12 @@ class GenerationSession:
             self.steps_controlled += 1
         attachment.controller.begin_step(step, layout)
 
-    def end_pass(self) -> None:
+    def end_pass(self, keep_steps: bool = False) -> None:
         """After a pass (or on any exit): detach, and say so if control never acted although it
-        should have (an ``sd_unet`` replacement bypasses the attention modules, for example)."""
+        should have (an ``sd_unet`` replacement bypasses the attention modules, for example).
+        ``keep_steps`` keeps the pass's levels, for a pass that goes on with another model."""
+        if not keep_steps:
+            self.steps = None
         if self.restriction is not None:
             self.restriction.release()
             self.restriction = None
@@ -181,7 +179,7 @@ class GenerationSession:
         if attachment.controller.used_masks is not None:
             self.used_masks.append(attachment.controller.used_masks)
         for message in attachment.controller.notes:
-            self.note(message, log=False)
+            self.note(message)
         attachment.detach()
         if self.steps_controlled and stats.controlled_calls == 0:
             self.note(
@@ -192,9 +190,9 @@ class GenerationSession:
     def close(self) -> None:
         self.end_pass()
 
-    def note(self, message: str, log: bool = True) -> None:
+    def note(self, message: str) -> None:
+        """Keep ``message`` for the user, once, and write it to the console."""
         if message in self.notes:
             return
         self.notes.append(message)
-        if log:
-            logger.warning("MasaCtrl: %s", message)
+        logger.warning("MasaCtrl: %s", message)

@@ -230,6 +230,26 @@ def test_a_batch_reshaped_by_another_extension_runs_plain_with_one_note(sd15):
     ]
 
 
+def test_a_problem_in_every_controlled_layer_is_noted_once_naming_the_layers(sd15):
+    """ControlNet's StyleAlign reshapes the batch in every block: one note, not one per layer."""
+
+    def whole_batch_as_one_row(block, hidden):
+        rows = hidden.shape[0]
+        return block.attn1(hidden.reshape(1, -1, hidden.shape[-1])).reshape(rows, -1, hidden.shape[-1])
+
+    layout = StepLayout.cfg((None, 0))
+    x, t, context = stack_inputs(layout, 8, 8)
+    blocks = [layer.block for layer in LayerMap.from_unet(sd15)]
+    with BlockForwardPatch(blocks, whole_batch_as_one_row):
+        with attach(sd15, MasaCtrlSettings(start_step=0, start_layer=3, layers=(3, 10, 11, 12, 13, 14, 15))) as attachment:
+            run_step(sd15, attachment, 0, layout, x, t, context, [(0, 2), (2, 4)])
+            notes = list(attachment.controller.notes)
+    assert notes == [
+        "layers 3, 10-15 self-attention saw 1 rows where the U-Net call had 2 (another extension reshapes the batch); "
+        "those layers ran without MasaCtrl"
+    ]
+
+
 def test_sgm_additional_tokens_run_plain_with_a_note(sdxl):
     layer = LayerMap.from_unet(sdxl)[50]
     hidden = torch.randn(2, 16, layer.attn1.to_q.in_features)
@@ -243,7 +263,7 @@ def test_sgm_additional_tokens_run_plain_with_a_note(sdxl):
             neutral = layer.attn1(hidden, additional_tokens=None, n_times_crossframe_attn_in_self=0)
             notes = list(attachment.controller.notes)
     assert torch.equal(controlled, plain)
-    assert notes == ["layer 50 self-attention was called with extra inputs (additional_tokens); it ran without MasaCtrl"]
+    assert notes == ["layer 50 self-attention was called with extra inputs (additional_tokens); that layer ran without MasaCtrl"]
     torch.testing.assert_close(neutral, reference_attention(layer.attn1, hidden, None, [None, 0], union=False))
 
 

@@ -4,7 +4,7 @@ import pytest
 
 from lib_masactrl import SettingsError
 from lib_masactrl.fields import FIELDS, ScriptArgs, parse_args
-from lib_masactrl.session import pair_prompts, sampler_step, share_seeds
+from lib_masactrl.session import pair_prompts, share_seeds
 
 
 def test_api_order_is_the_field_table_order():
@@ -77,14 +77,6 @@ def test_sources_get_the_source_prompt_and_targets_share_their_source_seed():
     assert pair_prompts(prompts, 4, "s") == ["s", "s", "t", "t", "s", "s", "t", "t"]
     assert pair_prompts(prompts, 4, "") == prompts
     assert share_seeds([10, 11, 12, 13, 20, 21, 22, 23], 4) == [10, 11, 10, 11, 20, 21, 20, 21]
-
-
-@pytest.mark.parametrize(
-    "calls_planned, steps, expected",
-    [(5, 5, [0, 1, 2, 3, 4]), (10, 5, [0, 0, 1, 1, 2, 2, 3, 3, 4])],
-)
-def test_sampler_step_counts_second_order_calls_as_one_step(calls_planned, steps, expected):
-    assert [sampler_step(i, calls_planned, steps) for i in range(len(expected))] == expected
 
 
 def test_controlnet_assignments_for_all_units_or_per_unit():

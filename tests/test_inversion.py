@@ -254,8 +254,11 @@ class CountingDenoiser:
 SIGMAS = torch.tensor([14.6, 7.0, 3.0, 1.0, 0.3, 0.0])
 
 
+COND = randn(1, 77, 8, seed=7)
+
+
 def make_key(x0: torch.Tensor, sigmas: torch.Tensor = SIGMAS, sigma_min: float = 0.03, **overrides) -> InversionKey:
-    parts = {"model": "abc123", "prompt": "a cat", "negative_prompt": "", "cfg_scale": 1.0, **overrides}
+    parts = {"model": "abc123", "conditioning": [COND], "cfg_scale": 1.0, **overrides}
     return InversionKey.create(x0, sigmas, sigma_min, **parts)
 
 
@@ -318,16 +321,18 @@ def test_every_key_part_matters():
         make_key(x0, sigmas=torch.tensor([14.6, 5.0, 2.0, 1.0, 0.3, 0.0])),
         make_key(x0, sigmas=SIGMAS[2:]),
         make_key(x0, sigma_min=0.02),
-        make_key(x0, prompt=""),
+        make_key(x0, conditioning=[COND + 1e-6]),
+        make_key(x0, conditioning=[COND, randn(1, 77, 8, seed=8)]),
+        make_key(x0, conditioning=[{"crossattn": COND, "vector": randn(1, 4, seed=9)}]),
         make_key(x0, cfg_scale=2.0),
         make_key(x0, extra={"precision": "fp16"}),
     ]
     for key in changed:
         assert key != base and cache.get(key) is None
-    # With guidance the negative prompt is read, at guidance 1 it is not.
-    assert make_key(x0, cfg_scale=2.0, negative_prompt="blurry") != make_key(x0, cfg_scale=2.0)
-    assert make_key(x0, negative_prompt="blurry") == base
+    assert make_key(x0, conditioning=[COND.clone()]) == base
     assert make_key(x0, content=tensor_digest(x0)) == base
+    sdxl = {"vector": randn(1, 4, seed=9), "crossattn": COND}
+    assert make_key(x0, conditioning=[sdxl]) == make_key(x0, conditioning=[dict(reversed(sdxl.items()))])
 
 
 def test_tensor_digest_depends_on_values_shape_and_dtype():

@@ -429,6 +429,27 @@ def test_per_unit_gives_each_unit_its_rows(host, models):
     assert "MasaCtrl: " not in split.comments
 
 
+@pytest.mark.parametrize("entries", ["source, target", "", "target, source, both"], ids=["more", "none", "fewer"])
+def test_per_unit_entries_that_do_not_match_the_enabled_units_stop_with_the_units_named(host, unet, models, entries):
+    generate(host, None, [unit(models.cn, 0)])
+    before = unet_state(unet)  # as ControlNet alone leaves it (see test_nothing_outlives_a_generation)
+    units = [unit(models.cn, 0, module="canny")] if entries != "target, source, both" else [
+        unit(models.cn, 0, module="canny"), unit(models.cn2, 1, module="depth")]
+    with pytest.raises(Exception) as error:
+        generate(host, masactrl("per unit", entries), units)
+    message = str(error.value)
+    if entries:
+        assert "'per unit' lists" in message and "give one entry per enabled unit, in tab order" in message
+        assert "(unit 1: canny)" in message if len(units) == 1 else "(unit 1: canny, unit 2: depth)" in message
+    else:
+        assert "no assignment was given" in message
+    assert "Nothing was generated" in message
+    network = controlnet_script(host).latest_network
+    assert network is None or not any(_is_ours(param.control_model) for param in network.control_params)
+    generate(host, None, [])  # ControlNet restores its own hook at its next run (see below)
+    assert unet_state(unet) == before
+
+
 # --- 4. ControlNet's own "each unit for each image" -----------------------------------------
 
 

@@ -143,6 +143,25 @@ def test_a_repeated_edit_reuses_the_inversion_without_calling_the_unet(host, pro
     assert not torch.equal(first.standin_latents[1], second.standin_latents[1])
 
 
+@pytest.mark.parametrize(
+    "setting, value, source_prompt",
+    [("CLIP_stop_at_last_layers", 2, ""), ("emphasis", "No norm", "a (photo:1.4) of a dog")],
+    ids=["clip skip", "emphasis mode"],
+)
+def test_a_setting_that_changes_the_conditioning_inverts_again(host, probe, setting, value, source_prompt):
+    """The cache is keyed on the conditioning tensors the inversion read, so no setting that
+    shapes them (clip skip, emphasis, styles, embeddings...) can leave a stale latent behind."""
+    edit(host, steps=6, source_prompt=source_prompt)
+    calls = probe.unet_calls
+    edit(host, steps=6, source_prompt=source_prompt)
+    reused = probe.unet_calls - calls
+    host.set_setting(setting, value)
+    calls = probe.unet_calls
+    edit(host, steps=6, source_prompt=source_prompt)
+    assert probe.unet_calls - calls == reused + 6  # the 6 inversion steps ran again
+    assert not torch.equal(probe.starts[2], probe.starts[1])  # and started from another latent
+
+
 def test_interrupting_the_inversion_leaves_no_patch_and_no_cache_entry(host, sd15):
     from modules import shared
 
@@ -170,11 +189,6 @@ def test_hiding_the_reconstruction_keeps_only_the_edits(host):
     assert len(processed.images) - first == 1
     assert processed.infotexts[first].startswith(TARGET)
     assert processed.all_prompts == [TARGET] and processed.all_seeds == [5]
-
-
-def test_a_stochastic_sampler_is_named_in_a_note(host):
-    processed = edit(host, steps=4, sampler="Euler a")
-    assert "the Euler a sampler adds fresh noise at every step" in processed.comments
 
 
 def test_non_square_images_and_inversion_guidance(host, probe):

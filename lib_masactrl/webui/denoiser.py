@@ -1,5 +1,6 @@
-"""The CFG denoiser callback: before each denoiser call the session learns the call's step and
-how the WebUI stacked its rows (sd_samplers_cfg_denoiser.py, ``CFGDenoiser.forward``)."""
+"""The CFG denoiser callback: before each denoiser call the session learns the noise level the
+sampler calls the model at, which gives the call's step (:mod:`lib_masactrl.steps`), and how the
+WebUI stacked its rows (sd_samplers_cfg_denoiser.py, ``CFGDenoiser.forward``)."""
 
 from __future__ import annotations
 
@@ -28,9 +29,7 @@ def on_cfg_denoiser(params: Any) -> None:
     rows = params.x.shape[0]
     session.denoiser_call(
         unet=model.loaded_unet(),
-        call_index=denoiser.step,
-        calls_planned=denoiser.total_steps,
-        steps=denoiser.steps,
+        level=float(params.sigma.max()),
         rows=rows,
         cond_repeats=_cond_repeats(p, rows),
     )

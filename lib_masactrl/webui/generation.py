@@ -19,13 +19,14 @@ from ..layout import LayoutError
 from ..patching import detach_all, stop_on_next_call
 from ..session import GenerationSession, pair_prompts, share_seeds
 from ..settings import SettingsError
-from . import controlnet, infotext, inversion, masks, model, xyz
-from .messages import MasaCtrlInputError, tell_user
+from . import controlnet, infotext, inversion, masks, model, sampling, xyz
+from .messages import MasaCtrlInputError, record_notes, tell_user
 
 logger = logging.getLogger("masactrl")
 
 SESSION_ATTRIBUTE = "masactrl_session"
 CLEANUP_ATTRIBUTE = "masactrl_cleanup_on_close"
+NOISE_WATCH_ATTRIBUTE = "masactrl_noise_watch"
 
 
 def session_of(p: Any) -> GenerationSession | None:
@@ -72,7 +73,7 @@ def _start(p: Any, unet: Any, args: Sequence[Any]) -> None:
         return
     batch_size = _effective_batch_size(p)
     try:
-        session = GenerationSession(parsed, batch_size, p.steps, unet)
+        session = GenerationSession(parsed, batch_size, unet)
     except (SettingsError, LayoutError) as error:
         refuse(p, unet, str(error))
         return
@@ -83,11 +84,6 @@ def _start(p: Any, unet: Any, args: Sequence[Any]) -> None:
         if problem:
             refuse(p, unet, problem)
             return
-        if inversion.is_stochastic(p.sampler_name):
-            session.note(
-                f"the {p.sampler_name} sampler adds fresh noise at every step, so the reconstruction drifts "
-                "from the init image; Euler (or another deterministic first-order sampler) reconstructs it exactly"
-            )
     source_prompt = parsed.source_prompt
     if source_prompt and getattr(p, "styles", None):
         source_prompt = shared.prompt_styles.apply_styles_to_prompt(source_prompt, p.styles)
@@ -123,6 +119,7 @@ def _cleanup_on_close(p: Any, unet: Any) -> None:
 
     def close() -> None:
         try:
+            _stop_watching_noise(p, None)
             session = session_of(p)
             if session is not None:
                 session.close()
@@ -178,12 +175,32 @@ def _before_sampling(p: Any, session: GenerationSession, unet: Any, kwargs: Dict
                             "layers MasaCtrl works in; set SD Unet to None for MasaCtrl")
     hires = getattr(p, "is_hr_pass", False)
     controlled = not hires or session.args.hires
+    steps = sampling.pass_steps(p, hires)
     network = controlnet.network_of(p)
     assignments = controlnet.own_assignment(p) if session.args.controlnet == ControlNetScope.TARGETS else None
     guide = masks.guide_for(p, session) if controlled else None
-    session.start_pass(unet, controlled, network, assignments, guide)
+    session.start_pass(unet, controlled, steps, sampling.pass_name(p, hires, steps), network, assignments, guide)
     if inversion.inverts(p, session.args) and not hires:
         inversion.install(p, session, kwargs["x"], kwargs["noise"], kwargs["c"], kwargs["uc"], network)
+        _watch_noise(p, session)
+
+
+def _watch_noise(p: Any, session: GenerationSession) -> None:
+    """The reconstruction equals the init image only if the sampler adds no noise of its own."""
+    setattr(p, NOISE_WATCH_ATTRIBUTE, sampling.NoiseWatch(p))
+
+
+def _stop_watching_noise(p: Any, session: GenerationSession | None) -> None:
+    watch = getattr(p, NOISE_WATCH_ATTRIBUTE, None)
+    if watch is None:
+        return
+    watch.close()
+    setattr(p, NOISE_WATCH_ATTRIBUTE, None)
+    if session is not None and watch.added_noise:
+        session.note(
+            f"the {p.sampler_name} sampler added fresh noise while it sampled, so the reconstruction drifts from the "
+            "init image; a deterministic sampler such as Euler (with eta and sigma churn at 0) reconstructs it"
+        )
 
 
 # --- after each batch, and at the end -------------------------------------------------------
@@ -194,16 +211,22 @@ def drop_hidden_sources(p: Any, pp: Any) -> None:
     reconstructions) from the gallery and the saved files; the per-image lists must shrink with
     them (scripts.py docstring)."""
     session = session_of(p)
-    if session is None or session.args.show_reconstruction or not inversion.inverts(p, session.args):
+    if session is None or not _hides_sources(p, session):
         return
     pp.images[:] = session.pairing.targets_only(pp.images[:len(session.pairing)])
     for name in ("prompts", "negative_prompts", "seeds", "subseeds"):
         setattr(p, name, session.pairing.targets_only(getattr(p, name)))
 
 
+def _hides_sources(p: Any, session: GenerationSession) -> bool:
+    """Whether the sources are reconstructions the user asked not to see."""
+    return not session.args.show_reconstruction and inversion.inverts(p, session.args)
+
+
 def end_batch(p: Any) -> None:
     """``postprocess_batch``: the batch's passes are over; tell what they noted."""
     session = session_of(p)
+    _stop_watching_noise(p, session)
     if session is not None:
         session.end_pass()
         _publish(p, session)
@@ -215,24 +238,29 @@ def finish(p: Any, processed: Any) -> None:
     if session is None:
         return
     session.close()
-    if not session.args.show_reconstruction and inversion.inverts(p, session.args):
+    roles = [session.pairing.is_target(image) for image in range(len(session.pairing))]
+    if _hides_sources(p, session):
+        roles = [True] * roles.count(True)
         for name in ("all_prompts", "all_negative_prompts", "all_seeds", "all_subseeds"):
             values = getattr(processed, name, None)
             if values:
                 setattr(processed, name, session.pairing.targets_only(values))
     if session.args.show_masks:
         masks.show(p, processed, session)
+    xyz.show_batch_in_cell(p, processed, roles)
     for text in _publish(p, session):
         if text not in (processed.comments or ""):
             processed.comments = f"{processed.comments or ''}{text}\n"
 
 
 def _publish(p: Any, session: GenerationSession) -> List[str]:
-    """Tell the user every note not yet told; returns all notes as shown."""
+    """Tell the user every note not yet told, and keep them all in the infotext; returns all notes
+    as shown."""
     texts = [f"MasaCtrl: {note}" for note in session.notes]
     for text in texts:
         if text not in p.comments:
             tell_user(p, text)
+    record_notes(p, session.notes)
     return texts
 
 

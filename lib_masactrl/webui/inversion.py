@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-from typing import Any, Callable, Iterator, List
+from typing import Any, Callable, Iterator, List, Tuple
 
 import numpy as np
 import torch
@@ -46,11 +46,6 @@ def problem(p: Any) -> str | None:
     return None
 
 
-def is_stochastic(sampler_name: str) -> bool:
-    """k-diffusion's ancestral ("Euler a"), SDE, Restart and LCM samplers add fresh noise each step."""
-    return sampler_name.endswith(" a") or any(name in sampler_name for name in ("SDE", "Restart", "LCM"))
-
-
 def _rows(cond: Any, rows: List[int]) -> Any:
     """Rows of a conditioning tensor, or of each tensor of SDXL's dict conditioning."""
     if isinstance(cond, dict):
@@ -58,13 +53,15 @@ def _rows(cond: Any, rows: List[int]) -> Any:
     return cond[rows]
 
 
-def _denoiser(p: Any, session: GenerationSession, sources: List[int], c: Any, uc: Any) -> Any:
+def _denoiser(p: Any, session: GenerationSession, sources: List[int], c: Any, uc: Any) -> Tuple[Any, List[Any]]:
     """The sampler's own model wrapper closed over the sources' conditioning, built the way
     ``CFGDenoiser.forward`` builds it (sd_samplers_cfg_denoiser.py), without the CFG denoiser's
-    step counter, callbacks or mask blending, which belong to the sampling that follows."""
+    step counter, callbacks or mask blending, which belong to the sampling that follows. Returns
+    it with the conditioning its calls receive, for the cache key."""
     conds_list, cond = prompt_parser.reconstruct_multicond_batch(c, 0)
     cond = _rows(cond, [conds_list[image][0][0] for image in sources])
     image_cond = p.image_conditioning[sources]
+    consumed = [cond, image_cond]
     wrap = p.sampler.model_wrap
     adm = shared.sd_model.model.conditioning_key == "crossattn-adm"
 
@@ -81,14 +78,17 @@ def _denoiser(p: Any, session: GenerationSession, sources: List[int], c: Any, uc
     denoise_cond = model(cond, image_cond)
     scale = session.args.inversion_cfg
     if scale == 1:
-        return denoise_cond
+        return denoise_cond, consumed
     uncond = _rows(prompt_parser.reconstruct_cond_batch(uc, 0), sources)
-    return classifier_free(denoise_cond, model(uncond, torch.zeros_like(image_cond) if adm else image_cond), scale)
+    image_uncond = torch.zeros_like(image_cond) if adm else image_cond
+    return classifier_free(denoise_cond, model(uncond, image_uncond), scale), [*consumed, uncond, image_uncond]
 
 
 def _model_identity(p: Any) -> str:
-    """What besides the image and schedule decides the inverted latent: checkpoint, VAE, extra
-    networks of the batch (LoRA applies to every row) and the hypernetwork."""
+    """What besides the image, the schedule and the conditioning tensors decides the inverted
+    latent: the checkpoint and VAE, and what changes the U-Net's weights or attention without
+    showing in the conditioning: the extra networks of the batch (LoRA applies to every row) and
+    the hypernetwork."""
     model = shared.sd_model
     info = getattr(model, "sd_checkpoint_info", None)
     networks = sorted(
@@ -152,11 +152,10 @@ def install(p: Any, session: GenerationSession, x: Any, noise: Any, c: Any, uc: 
     single = len({id(image) for image in p.init_images}) == 1
     sources = session.source_images[:1] if single else session.source_images
     x0 = x[sources]
-    denoise = _denoiser(p, session, sources, c, uc)
+    denoise, conditioning = _denoiser(p, session, sources, c, uc)
     key = InversionKey.create(
-        x0, sigma_sched, sigma_min, model=_model_identity(p), prompt=p.prompts[sources[0]],
-        negative_prompt=p.negative_prompts[sources[0]], cfg_scale=session.args.inversion_cfg,
-        content=_init_digest(p), extra={"sources": str(len(sources))},
+        x0, sigma_sched, sigma_min, model=_model_identity(p), conditioning=conditioning,
+        cfg_scale=session.args.inversion_cfg, content=_init_digest(p), extra={"sources": str(len(sources))},
     )
     CACHE.max_entries = options.cache_size()
     # ControlNet units shape the inversion through hints the key does not hold: no caching then.

@@ -1,11 +1,19 @@
-"""Axes for the WebUI's built-in X/Y/Z plot (scripts/xyz_grid.py): each overrides one of the
-accordion's values for the cells of its row or column."""
+"""The WebUI's built-in X/Y/Z plot (scripts/xyz_grid.py): MasaCtrl's axes, each overriding one of
+the accordion's values for the cells of its row or column, and cells that show what MasaCtrl made.
+
+The plot puts ``processed.images[0]`` of each cell into its grid. With a batch grid (the UI's
+default) that is the batch side by side; without one (the API, which sets ``do_not_save_grid``
+unless ``save_images``) it would be the first source, the image MasaCtrl leaves unchanged, and a
+sweep would look like it did nothing. Such a cell gets the first batch side by side in front,
+made as the WebUI makes its batch grid, so the plot shows sources and targets through UI and API
+alike.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, Sequence
 
-from modules import scripts
+from modules import images, scripts
 
 from ..settings import Mode
 
@@ -25,12 +33,13 @@ def _override(name: str) -> Callable[[Any, Any, Any], None]:
     return apply
 
 
+PLOT_MODULES = ("xyz_grid.py", "xy_grid.py")
+"""The plot script's module names: the WebUI loads script files under their file names."""
+
+
 def register_axes() -> None:
     """Add the axes once: the plot script's module outlives *Reload UI* of this extension."""
-    xyz = next(
-        (data.module for data in scripts.scripts_data if data.script_class.__module__ in ("xyz_grid.py", "xy_grid.py")),
-        None,
-    )
+    xyz = next((data.module for data in scripts.scripts_data if data.script_class.__module__ in PLOT_MODULES), None)
     if xyz is None or any(option.label.startswith(PREFIX) for option in xyz.axis_options):
         return
     xyz.axis_options.extend([
@@ -38,3 +47,25 @@ def register_axes() -> None:
         xyz.AxisOption(f"{PREFIX}Start layer", int, _override("start_layer")),
         xyz.AxisOption(f"{PREFIX}Mode", str, _override("mode"), choices=lambda: [m.value for m in Mode]),
     ])
+
+
+def _is_plot_cell(p: Any) -> bool:
+    """Whether ``p`` is a cell of the X/Y/Z plot: the plot is the selected script, whose index is
+    the first script argument (modules/scripts.py, ``ScriptRunner.run``), and each cell is a copy
+    of ``p``."""
+    args = getattr(p, "script_args", None) or (0,)
+    index = args[0] if isinstance(args[0], int) else 0
+    selectable = getattr(getattr(p, "scripts", None), "selectable_scripts", None) or []
+    return 0 < index <= len(selectable) and type(selectable[index - 1]).__module__ in PLOT_MODULES
+
+
+def show_batch_in_cell(p: Any, processed: Any, shown: Sequence[bool]) -> None:
+    """Give a plot cell without a batch grid the first batch side by side as its first image.
+    ``shown`` tells, per image a batch shows, whether it is a target."""
+    first = processed.index_of_first_image
+    batch = processed.images[first:first + len(shown)]
+    if not _is_plot_cell(p) or first > 0 or len(batch) < 2:
+        return
+    target = next((i for i, is_target in enumerate(shown) if is_target), 0)
+    processed.images.insert(0, images.image_grid(batch, len(batch)))
+    processed.infotexts.insert(0, processed.infotexts[target])
