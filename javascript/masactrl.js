@@ -22,6 +22,7 @@
         show_masks: "Add the masks MasaCtrl used to the gallery, so you can see why a result looks the way it does.",
         source_mask: "White: the subject in the source images. Upload a mask or draw on it.",
         target_mask: "White: the subject in the target images. Upload a mask or draw on it.",
+        follow_inversion: "The source rows retrace the init image's inversion step by step, so the targets borrow from the photo itself and the reconstruction is the photo. Off: the source is denoised freely from the inverted noise.",
     };
     // Where a control means something else on img2img.
     const img2imgTooltips = {

@@ -66,6 +66,7 @@ class ScriptArgs:
     show_masks: bool = False
     source_mask: Any = None
     target_mask: Any = None
+    follow_inversion: bool = True
 
     def controlnet_assignments(self) -> Tuple[Assignment, ...] | Assignment:
         """What each enabled ControlNet unit acts on: one value for all, or one per unit."""
@@ -94,8 +95,10 @@ class ScriptArgs:
 
     def infotext(self, resolved_start_layer: int | None = None, inverted: bool = False) -> Dict[str, Any]:
         """Infotext entries: every setting that differs from its default, the start layer
-        actually used, so that pasting reproduces the image on the same model, and whether the
-        init image was inverted (img2img)."""
+        actually used, so that pasting reproduces the image on the same model, and, when the init
+        image was inverted (img2img), the inversion settings whatever their values: infotexts made
+        before a setting existed lack its key, and pasting them must give the old behaviour (see
+        :attr:`Field.absent`)."""
         values = {field.name: getattr(self, field.name) for field in FIELDS}
         if resolved_start_layer is not None:
             values["start_layer"] = resolved_start_layer
@@ -103,8 +106,11 @@ class ScriptArgs:
             field.infotext: values[field.name]
             for field in FIELDS
             if field.infotext
-            and (field.name == "enabled" or (field.name == "invert" and inverted) or values[field.name] != field.default)
+            and (field.name == "enabled" or (field.name in INVERSION_FIELDS and inverted) or values[field.name] != field.default)
         }
+
+
+_UNSET = object()
 
 
 @dataclass(frozen=True)
@@ -113,10 +119,17 @@ class Field:
     label: str
     infotext: str | None
     """Its key in the PNG info; ``None`` for images, which the infotext cannot hold."""
+    absent_before: Any = _UNSET
+    """For an inversion setting: what an inverted image's pasted infotext that lacks this key
+    means, when it is not the default: the behaviour before the setting existed."""
 
     @property
     def default(self) -> Any:
         return getattr(ScriptArgs(), self.name)
+
+    def absent(self, inverted: bool) -> Any:
+        """The value for a pasted MasaCtrl infotext without this key."""
+        return self.absent_before if inverted and self.absent_before is not _UNSET else self.default
 
 
 FIELDS: Tuple[Field, ...] = (
@@ -140,9 +153,14 @@ FIELDS: Tuple[Field, ...] = (
     Field("show_masks", "Show masks", "MasaCtrl show masks"),
     Field("source_mask", "Source mask", None),
     Field("target_mask", "Target mask", None),
+    Field("follow_inversion", "Source follows the inversion", "MasaCtrl source follows inversion", absent_before=False),
 )
-"""The img2img-only fields (invert ... show reconstruction) exist on both tabs, hidden in txt2img,
-so that the API's positional order is the same everywhere."""
+"""The img2img-only fields (invert ... show reconstruction, follow inversion) exist on both tabs,
+hidden in txt2img, so that the API's positional order is the same everywhere. New fields go at
+the end, so that existing positional API calls keep their meaning."""
+
+INVERSION_FIELDS = ("invert", "follow_inversion")
+"""Written to the infotext of an inverted image whatever their values."""
 
 FIELD_NAMES = tuple(field.name for field in FIELDS)
 FIELD_BY_NAME = {field.name: field for field in FIELDS}
@@ -199,9 +217,15 @@ def fill_pasted_defaults(params: Dict[str, Any]) -> None:
     restores every setting, not just the ones that differed."""
     if FIELDS[0].infotext not in params:
         return
+    inverted = recorded_inversion(params)
     for field in FIELDS:
         if field.infotext:
-            params.setdefault(field.infotext, field.default)
+            params.setdefault(field.infotext, field.absent(inverted))
+
+
+def recorded_inversion(params: Mapping[str, Any]) -> bool:
+    """Whether pasted generation parameters are those of an image whose init image was inverted."""
+    return str(params.get(FIELD_BY_NAME["invert"].infotext, "")).strip().lower() == "true"
 
 
 def _unit_assignments(text: str) -> Tuple[Assignment, ...]:
@@ -259,6 +283,7 @@ def parse_args(args: Union[Sequence[Any], Mapping[str, Any]]) -> ScriptArgs:
         show_masks=_as_bool("show masks", values["show_masks"]),
         source_mask=values["source_mask"],
         target_mask=values["target_mask"],
+        follow_inversion=_as_bool("source follows the inversion", values["follow_inversion"]),
     )
     parsed.controlnet_assignments()
     if parsed.mask_mode == MaskMode.WORDS and not parsed.mask_words.strip():

@@ -1,10 +1,11 @@
-"""An in-memory LRU of inverted latents, so that editing the same image again (a new target
-prompt, other MasaCtrl settings) skips the inversion.
+"""An in-memory LRU of inversions, so that editing the same image again (a new target prompt,
+other MasaCtrl settings) skips the inversion.
 
 A hit must give exactly what a fresh inversion would, so the key holds everything the result
-depends on (:class:`InversionKey`), and only complete inversions are stored. Entries are kept on
-the CPU, away from the GPU memory the sampler needs, and handed out as copies, so that the host
-may write into what it gets.
+depends on (:class:`InversionKey`), and only complete inversions are stored, with their whole
+trajectory (one latent per level and source: a 512x512 SD image's latent is 64 KiB in float32,
+so 30 levels take about 2 MiB a source). Entries are kept on the CPU, away from the GPU memory
+the sampler needs, and handed out as copies, so that the host may write into what it gets.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any, Mapping, NamedTuple, Sequence, Tuple
 
 import torch
 
-from .inversion import Denoiser, InterruptCheck, Progress, invert, schedule_levels
+from .inversion import Denoiser, InterruptCheck, InversionLevel, Progress, Trajectory, invert, schedule_levels
 
 logger = logging.getLogger("masactrl")
 
@@ -62,9 +63,10 @@ class InversionKey:
     - ``content``: the init latent's digest, all rows (or the host's digest of what made it).
     - ``model``: the host's identity of everything the denoiser computes with: checkpoint, active
       networks (LoRA, hypernetworks), U-Net replacements, precision.
-    - ``sigmas`` and ``sigma_min``: the schedule walked and the level of the first eps read.
-      The schedule's values stand for steps, denoising strength, scheduler and every option
-      that shapes them: two settings giving the same values give the same inversion.
+    - ``sigmas``, ``sigma_min`` and ``reads``: the schedule walked, the level of the first eps read
+      in the current-level convention, and the convention. The schedule's values stand for steps,
+      denoising strength, scheduler and every option that shapes them: two settings giving the
+      same values give the same inversion.
     - ``conditioning`` and ``cfg_scale``: the digest of the conditioning tensors the inversion's
       model calls receive (cond, and uncond when the scale is not 1, since guidance 1 never reads
       it; image conditioning), and the scale. Keying on the tensors rather than on the prompts and
@@ -77,6 +79,7 @@ class InversionKey:
     model: str
     sigmas: Tuple[float, ...]
     sigma_min: float
+    reads: InversionLevel
     conditioning: str
     cfg_scale: float
     extra: Tuple[Tuple[str, str], ...]
@@ -90,6 +93,7 @@ class InversionKey:
         *,
         model: str,
         conditioning: Sequence[Any],
+        reads: InversionLevel | str = InversionLevel.CURRENT,
         cfg_scale: float = 1.0,
         content: str | None = None,
         extra: dict[str, str] | None = None,
@@ -101,6 +105,7 @@ class InversionKey:
             model=model,
             sigmas=tuple(schedule_levels(sigmas)),
             sigma_min=float(sigma_min),
+            reads=InversionLevel.parse(reads),
             conditioning=conditioning_digest(conditioning),
             cfg_scale=float(cfg_scale),
             extra=tuple(sorted((extra or {}).items())),
@@ -108,12 +113,12 @@ class InversionKey:
 
 
 class _Entry(NamedTuple):
-    latent: torch.Tensor
+    trajectory: Trajectory
     device: torch.device
 
 
 class InversionCache:
-    """Least-recently-used inverted latents, at most :attr:`max_entries` of them (0 disables)."""
+    """Least-recently-used inversions, at most :attr:`max_entries` of them (0 disables)."""
 
     def __init__(self, max_entries: int = 4) -> None:
         self._entries: "OrderedDict[InversionKey, _Entry]" = OrderedDict()
@@ -141,20 +146,27 @@ class InversionCache:
     def __contains__(self, key: InversionKey) -> bool:
         return key in self._entries
 
-    def get(self, key: InversionKey) -> torch.Tensor | None:
-        """A copy of the stored latent on the device it came from, or ``None``."""
+    def get(self, key: InversionKey) -> Trajectory | None:
+        """A copy of the stored trajectory on the device it came from, or ``None``."""
         with self._lock:
             entry = self._entries.get(key)
             if entry is None:
                 return None
             self._entries.move_to_end(key)
-        return entry.latent.to(entry.device, copy=True)
+        return Trajectory(entry.trajectory.levels, entry.trajectory.latents.to(entry.device, copy=True))
 
-    def put(self, key: InversionKey, latent: torch.Tensor) -> None:
-        """Store a CPU copy of a complete inversion's result."""
+    @property
+    def nbytes(self) -> int:
+        """The memory the stored trajectories take (on the CPU)."""
+        with self._lock:
+            return sum(entry.trajectory.nbytes for entry in self._entries.values())
+
+    def put(self, key: InversionKey, trajectory: Trajectory) -> None:
+        """Store a CPU copy of a complete inversion's trajectory."""
         if self._max_entries == 0:
             return
-        entry = _Entry(latent.detach().to("cpu", copy=True), latent.device)
+        latents = trajectory.latents
+        entry = _Entry(Trajectory(trajectory.levels, latents.detach().to("cpu", copy=True)), latents.device)
         with self._lock:
             self._entries[key] = entry
             self._entries.move_to_end(key)
@@ -171,9 +183,9 @@ class InversionCache:
 
 
 class Inverted(NamedTuple):
-    latent: torch.Tensor
+    trajectory: Trajectory
     cached: bool
-    """Whether the latent came from the cache (no model call was made)."""
+    """Whether the trajectory came from the cache (no model call was made)."""
 
 
 def invert_cached(
@@ -185,13 +197,15 @@ def invert_cached(
     progress: Progress | None = None,
     interrupted: InterruptCheck | None = None,
 ) -> Inverted:
-    """:func:`invert` along ``key``'s schedule, through ``cache``. The schedule and
-    ``sigma_min`` are taken from the key, so a stored latent always matches its key's schedule.
-    An interrupted inversion raises :class:`InversionInterrupted` and stores nothing."""
-    latent = cache.get(key)
-    if latent is not None:
+    """:func:`invert` along ``key``'s schedule, through ``cache``. The schedule, ``sigma_min`` and
+    convention are taken from the key, so a stored trajectory always matches its key. An
+    interrupted inversion raises :class:`InversionInterrupted` and stores nothing."""
+    trajectory = cache.get(key)
+    if trajectory is not None:
         logger.info("MasaCtrl inversion: reusing the cached inversion (%d steps)", len(key.sigmas) - 1)
-        return Inverted(latent, True)
-    latent = invert(x0, key.sigmas, denoise, key.sigma_min, progress=progress, interrupted=interrupted)
-    cache.put(key, latent)
-    return Inverted(latent, False)
+        return Inverted(trajectory, True)
+    trajectory = invert(
+        x0, key.sigmas, denoise, key.sigma_min, reads=key.reads, progress=progress, interrupted=interrupted
+    )
+    cache.put(key, trajectory)
+    return Inverted(trajectory, False)

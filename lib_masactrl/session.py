@@ -5,13 +5,15 @@ collecting what the user must be told. Hosts feed it plain values; it knows noth
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, List, Sequence
+from typing import Any, Callable, Dict, List, Sequence
 
 import torch
 from torch import nn
 
+from .anchoring import SourceAnchor
 from .controlnet_rows import UnitRestriction, restrict_units
 from .fields import ScriptArgs
+from .inversion import Trajectory
 from .layers import LayerMap
 from .layout import LayoutError, StepLayout
 from .masks import MaskGuide, UsedMasks
@@ -50,6 +52,8 @@ class GenerationSession:
         self.notes: List[str] = []
         self.steps: PassSteps | None = None
         """The noise levels of the pass being sampled, one per step."""
+        self.anchor: SourceAnchor | None = None
+        """The trajectory the sources follow in this pass (real-image editing), if any."""
         self.attachment: Attachment | None = None
         self.restriction: UnitRestriction | None = None
         self.masks: MaskGuide | None = None
@@ -129,19 +133,28 @@ class GenerationSession:
         self.steps_controlled = 0
         return True
 
-    def denoiser_call(self, unet: nn.Module, level: float, rows: int, cond_repeats: Sequence[int] | None) -> None:
+    def follow_trajectory(self, trajectory: Trajectory, rows: Dict[int, int]) -> None:
+        """For the rest of this pass, the source images follow ``trajectory`` (see
+        :mod:`lib_masactrl.anchoring`); ``rows`` gives each source image's row in it."""
+        self.anchor = SourceAnchor(trajectory, dict(rows))
+
+    def denoiser_call(
+        self, unet: nn.Module, level: float, x: torch.Tensor, cond_repeats: Sequence[int] | None
+    ) -> torch.Tensor:
         """Before each denoiser call: hand the engine the call's step, found from the noise level
-        ``level`` it is made at (see :mod:`lib_masactrl.steps`), and its row layout."""
+        ``level`` it is made at (see :mod:`lib_masactrl.steps`), and its row layout. Returns the
+        stacked model input ``x``, with the sources on their trajectory when they follow one."""
         attachment = self.attachment
         if attachment is None or self.steps is None:
-            return
+            return x
+        rows = x.shape[0]
         if attachment.unet is not unet or not attachment.intact:
             # A refiner loads a new model, or reloads weights into this one and the model-loaded
             # callback removed the patches: either way, attach to what samples now.
             self.note("the model changed during sampling (refiner); MasaCtrl follows the new model")
             self.end_pass(keep_steps=True)
             if not self._attach(unet):
-                return
+                return x
             attachment = self.attachment
         step = self.steps.step_at(level)
         try:
@@ -157,10 +170,21 @@ class GenerationSession:
             layout = None
         if not self.pass_controlled:
             attachment.controller.begin_step(None, layout)
-            return
+            return x
         if layout is not None and attachment.controller.schedule.controls_step(step):
             self.steps_controlled += 1
         attachment.controller.begin_step(step, layout)
+        if self.anchor is None:
+            return x
+        if layout is None:
+            self.note("the sources could not follow their inversion in some steps (unknown row layout)")
+            return x
+        return self.anchor.inputs(x, level, layout)
+
+    def finished_latents(self, samples: torch.Tensor) -> torch.Tensor:
+        """A pass's sampled latents (one row per image of the batch), with the sources at their
+        inverted latent when they followed a trajectory."""
+        return samples if self.anchor is None else self.anchor.outputs(samples)
 
     def end_pass(self, keep_steps: bool = False) -> None:
         """After a pass (or on any exit): detach, and say so if control never acted although it
@@ -168,6 +192,7 @@ class GenerationSession:
         ``keep_steps`` keeps the pass's levels, for a pass that goes on with another model."""
         if not keep_steps:
             self.steps = None
+            self.anchor = None
         if self.restriction is not None:
             self.restriction.release()
             self.restriction = None

@@ -33,6 +33,9 @@ class MasaCtrlScript(scripts.Script):
     def process_before_every_sampling(self, p: Any, *args: Any, **kwargs: Any) -> None:
         generation.before_sampling(p, **kwargs)
 
+    def post_sample(self, p: Any, ps: Any, *args: Any) -> None:
+        generation.after_sampling(p, ps)
+
     def postprocess_batch_list(self, p: Any, pp: Any, *args: Any, **kwargs: Any) -> None:
         generation.drop_hidden_sources(p, pp)
 

@@ -243,12 +243,12 @@ def test_a_session_attaches_again_when_the_host_removed_its_patches(sd15):
     session = GenerationSession(ScriptArgs(enabled=True, start_step=0), 2, sd15)
     session.start_pass(sd15, controlled=True, steps=PassSteps.from_levels([14.6, 7.0, 3.0, 1.0]))
     first = session.attachment
-    session.denoiser_call(sd15, level=14.6, rows=4, cond_repeats=None)
+    x, t, context = make_inputs(sd15, 4, 16, 16)
+    assert session.denoiser_call(sd15, level=14.6, x=x, cond_repeats=None) is x
     detach_all(sd15)
     assert not first.intact
-    session.denoiser_call(sd15, level=7.0, rows=4, cond_repeats=None)
+    session.denoiser_call(sd15, level=7.0, x=x, cond_repeats=None)
     assert session.attachment is not first and session.attachment.intact
-    x, t, context = make_inputs(sd15, 4, 16, 16)
     with torch.no_grad():
         sd15(x, t, context=context)
     assert session.attachment.controller.stats.controlled_calls > 0

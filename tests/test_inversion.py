@@ -12,7 +12,7 @@ from k_diffusion.external import CompVisDenoiser
 from k_diffusion.sampling import sample_euler
 from tiny_unets import to_double
 
-from lib_masactrl.inversion import InversionInterrupted, classifier_free, invert
+from lib_masactrl.inversion import InversionInterrupted, InversionLevel, Trajectory, classifier_free, invert
 from lib_masactrl.inversion_cache import InversionCache, InversionKey, invert_cached, tensor_digest
 
 
@@ -90,7 +90,7 @@ def reconstructions(wrap32, latent) -> dict:
     results = {}
     for steps in (10, 20, 50):
         sigmas = wrap32.get_sigmas(steps)
-        start = invert(x0, sigmas, denoiser(wrap32, context), float(wrap32.sigmas[0]))
+        start = invert(x0, sigmas, denoiser(wrap32, context), float(wrap32.sigmas[0])).start
         results[steps] = euler(wrap32, start, sigmas, context)
     return results
 
@@ -147,6 +147,49 @@ def ddim_inversion_reference(
     return x / a.sqrt()
 
 
+def ddim_next_step_reference(
+    eps_model: Callable[[torch.Tensor, int], torch.Tensor],
+    x0: torch.Tensor,
+    timesteps: Sequence[int],
+    alphas_cumprod: torch.Tensor,
+) -> torch.Tensor:
+    """DDIM inversion as the official MasaCtrl code and null-text inversion write it: each step
+    reads eps on the current latent at the *next* timestep,
+    ``x_next = sqrt(a_next) * (x - sqrt(1 - a) * eps) / sqrt(a) + sqrt(1 - a_next) * eps`` with
+    ``eps = eps_model(x, t_next)``, starting from the clean latent (``a = 1``). Returned in
+    k-diffusion's scale."""
+    a = torch.tensor(1.0, dtype=x0.dtype)
+    x = x0
+    for t_next in timesteps:
+        eps = eps_model(x, t_next)
+        a_next = alphas_cumprod[t_next]
+        x = a_next.sqrt() * (x - (1 - a).sqrt() * eps) / a.sqrt() + (1 - a_next).sqrt() * eps
+        a = a_next
+    return x / a.sqrt()
+
+
+def test_next_level_inversion_equals_ddim_inversions_next_step(wrap64, latent):
+    x0, context = (t.double() for t in latent)
+    timesteps, sigmas = ddim_schedule(wrap64, 10)
+    trajectory = invert(x0, sigmas, denoiser(wrap64, context), float(wrap64.sigmas[0]), reads=InversionLevel.NEXT)
+    reference = ddim_next_step_reference(
+        unet_eps(wrap64.inner_model.unet, context), x0, timesteps, wrap64.inner_model.alphas_cumprod
+    )
+    torch.testing.assert_close(trajectory.start, reference, rtol=0, atol=1e-10)
+    # the trajectory: the clean latent at level 0, then one latent per level of the schedule
+    assert trajectory.levels == tuple(sigmas.flip(0).tolist()) and trajectory.latents.shape == (11, 1, 4, 8, 8)
+    assert torch.equal(trajectory.clean, x0) and torch.equal(trajectory.latents[-1], trajectory.start)
+
+
+def test_a_trajectory_between_its_levels_is_the_walks_straight_line():
+    latents = torch.arange(3.0).view(3, 1, 1, 1, 1).expand(3, 1, 4, 2, 2).clone()
+    trajectory = Trajectory((0.0, 1.0, 3.0), latents)
+    assert torch.equal(trajectory.at(1.0), latents[1]) and torch.equal(trajectory.at(1.0 + 1e-7), latents[1])
+    torch.testing.assert_close(trajectory.at(2.0), torch.full((1, 4, 2, 2), 1.5))
+    torch.testing.assert_close(trajectory.at(0.25), torch.full((1, 4, 2, 2), 0.25))
+    assert torch.equal(trajectory.at(5.0), latents[-1]) and torch.equal(trajectory.at(0.0), latents[0])
+
+
 def unet_eps(unet: torch.nn.Module, context: torch.Tensor) -> Callable[[torch.Tensor, int], torch.Tensor]:
     return lambda x, t: unet(x, timesteps=torch.full((x.shape[0],), float(t), dtype=x.dtype), context=context)
 
@@ -162,7 +205,7 @@ def ddim_schedule(wrap: CompVisDenoiser, steps: int) -> Tuple[List[int], torch.T
 def test_inversion_equals_the_ddim_inversion_formula(wrap64, latent):
     x0, context = (t.double() for t in latent)
     timesteps, sigmas = ddim_schedule(wrap64, 10)
-    engine = invert(x0, sigmas, denoiser(wrap64, context), float(wrap64.sigmas[0]))
+    engine = invert(x0, sigmas, denoiser(wrap64, context), float(wrap64.sigmas[0]), reads=InversionLevel.CURRENT).start
     reference = ddim_inversion_reference(
         unet_eps(wrap64.inner_model.unet, context), x0, timesteps, wrap64.inner_model.alphas_cumprod
     )
@@ -175,7 +218,7 @@ def test_classifier_free_inversion_equals_the_formula(wrap64, latent):
     scale = 3.5
     timesteps, sigmas = ddim_schedule(wrap64, 6)
     guided = classifier_free(denoiser(wrap64, context), denoiser(wrap64, uncond), scale)
-    engine = invert(x0, sigmas, guided, float(wrap64.sigmas[0]))
+    engine = invert(x0, sigmas, guided, float(wrap64.sigmas[0]), reads=InversionLevel.CURRENT).start
 
     cond_eps, uncond_eps = unet_eps(wrap64.inner_model.unet, context), unet_eps(wrap64.inner_model.unet, uncond)
 
@@ -198,11 +241,11 @@ def test_rows_are_inverted_together_as_if_alone(wrap64):
         rows_per_call.append(x.shape[0])
         return wrap64(x, sigma, cond=context)
 
-    together = invert(x0, sigmas, both_rows, sigma_min)
+    together = invert(x0, sigmas, both_rows, sigma_min).latents
     assert rows_per_call == [2] * 4
     for row in range(2):
-        alone = invert(x0[row : row + 1], sigmas, denoiser(wrap64, context[row : row + 1]), sigma_min)
-        torch.testing.assert_close(together[row : row + 1], alone, rtol=0, atol=1e-10)
+        alone = invert(x0[row : row + 1], sigmas, denoiser(wrap64, context[row : row + 1]), sigma_min).latents
+        torch.testing.assert_close(together[:, row : row + 1], alone, rtol=0, atol=1e-10)
 
 
 # --- partial strength --------------------------------------------------------------------------
@@ -221,7 +264,7 @@ def test_partial_strength_inverts_only_up_to_the_first_sigma_of_its_schedule(wra
         seen.append((x.clone(), sigma[0].item()))
         return wrap32(x, sigma, cond=context)
 
-    start = invert(x0, sigma_sched, recorded, sigma_min)
+    start = invert(x0, sigma_sched, recorded, sigma_min, reads=InversionLevel.CURRENT).start
     partial_sigmas = [sigma for _, sigma in seen]
     # eps is read at each level below the top, never at sigma_sched[0] itself.
     assert partial_sigmas == pytest.approx([sigma_min] + sigma_sched[1:-1].flip(0).tolist(), rel=1e-6)
@@ -229,7 +272,7 @@ def test_partial_strength_inverts_only_up_to_the_first_sigma_of_its_schedule(wra
 
     # The full-strength walk passes through the same latent at sigma_sched[0].
     seen.clear()
-    invert(x0, sigmas, recorded, sigma_min)
+    invert(x0, sigmas, recorded, sigma_min, reads=InversionLevel.CURRENT)
     at_top = [x for x, sigma in seen if sigma == pytest.approx(sigma_sched[0].item(), rel=1e-6)]
     assert len(at_top) == 1 and torch.equal(at_top[0], start)
 
@@ -276,11 +319,14 @@ def test_first_step_reads_eps_at_sigma_min_never_above_the_next_level():
         return x * 0.5
 
     x0 = randn(1, 4, 2, 2, seed=0, dtype=torch.float64)
-    invert(x0, SIGMAS.double(), recorded, 0.03)
+    invert(x0, SIGMAS.double(), recorded, 0.03, reads=InversionLevel.CURRENT)
     assert read_at == pytest.approx([0.03, 0.3, 1.0, 3.0, 7.0])
     read_at.clear()
-    invert(x0, [1.0, 0.01, 0.0], recorded, 0.03)
+    invert(x0, [1.0, 0.01, 0.0], recorded, 0.03, reads=InversionLevel.CURRENT)
     assert read_at == pytest.approx([0.01, 0.01])
+    read_at.clear()
+    invert(x0, SIGMAS.double(), recorded, 0.03, reads=InversionLevel.NEXT)
+    assert read_at == pytest.approx([0.3, 1.0, 3.0, 7.0, 14.6])  # the next level: the one each step climbs to
 
 
 def test_schedule_and_sigma_min_are_validated():
@@ -294,7 +340,7 @@ def test_schedule_and_sigma_min_are_validated():
 
 def test_half_precision_latent_is_inverted_in_float32():
     result = invert(randn(1, 4, 2, 2, seed=0, dtype=torch.float16), SIGMAS, CountingDenoiser(), 0.03)
-    assert result.dtype == torch.float32
+    assert result.latents.dtype == torch.float32
 
 
 def test_cache_hit_returns_the_same_latent_without_calling_the_model():
@@ -304,16 +350,18 @@ def test_cache_hit_returns_the_same_latent_without_calling_the_model():
     assert not first.cached and model.calls == 5
     second = invert_cached(cache, key, x0, model)
     assert second.cached and model.calls == 5
-    assert torch.equal(first.latent, second.latent) and second.latent.device == x0.device
-    second.latent.zero_()
-    assert torch.equal(invert_cached(cache, key, x0, model).latent, first.latent)
+    assert torch.equal(first.trajectory.latents, second.trajectory.latents)
+    assert second.trajectory.latents.device == x0.device and second.trajectory.levels == first.trajectory.levels
+    second.trajectory.latents.zero_()
+    assert torch.equal(invert_cached(cache, key, x0, model).trajectory.latents, first.trajectory.latents)
+    assert cache.nbytes == first.trajectory.nbytes == 6 * 2 * 4 * 2 * 2 * 4  # levels x rows x latent x float32
 
 
 def test_every_key_part_matters():
     x0 = randn(1, 4, 2, 2, seed=0)
     cache = InversionCache(16)
     base = make_key(x0)
-    cache.put(base, x0)
+    cache.put(base, Trajectory((0.0,), x0[None]))
     changed = [
         make_key(randn(1, 4, 2, 2, seed=1)),
         make_key(x0.reshape(1, 4, 4, 1)),
@@ -321,6 +369,7 @@ def test_every_key_part_matters():
         make_key(x0, sigmas=torch.tensor([14.6, 5.0, 2.0, 1.0, 0.3, 0.0])),
         make_key(x0, sigmas=SIGMAS[2:]),
         make_key(x0, sigma_min=0.02),
+        make_key(x0, reads=InversionLevel.NEXT),
         make_key(x0, conditioning=[COND + 1e-6]),
         make_key(x0, conditioning=[COND, randn(1, 77, 8, seed=8)]),
         make_key(x0, conditioning=[{"crossattn": COND, "vector": randn(1, 4, seed=9)}]),
@@ -346,13 +395,17 @@ def test_tensor_digest_depends_on_values_shape_and_dtype():
     assert tensor_digest(x.to(torch.bfloat16)) != tensor_digest(x.to(torch.float16))
 
 
+def stored(value: float, dtype: torch.dtype = torch.float32) -> Trajectory:
+    return Trajectory((0.0,), torch.full((1, 1), value, dtype=dtype))
+
+
 def test_least_recently_used_entry_is_evicted():
     cache = InversionCache(2)
     keys = [make_key(randn(1, 4, 2, 2, seed=seed)) for seed in range(3)]
-    cache.put(keys[0], torch.zeros(1))
-    cache.put(keys[1], torch.ones(1))
+    cache.put(keys[0], stored(0))
+    cache.put(keys[1], stored(1))
     assert cache.get(keys[0]) is not None
-    cache.put(keys[2], torch.ones(1))
+    cache.put(keys[2], stored(1))
     assert len(cache) == 2 and keys[1] not in cache and keys[0] in cache and keys[2] in cache
 
 
@@ -360,15 +413,15 @@ def test_cache_size_changes_at_runtime():
     cache = InversionCache(3)
     keys = [make_key(randn(1, 4, 2, 2, seed=seed)) for seed in range(3)]
     for i, key in enumerate(keys):
-        cache.put(key, torch.full((1,), float(i), dtype=torch.float64))
+        cache.put(key, stored(i, torch.float64))
     cache.max_entries = 1
     assert len(cache) == 1 and keys[2] in cache
-    assert cache.get(keys[2]).dtype == torch.float64
+    assert cache.get(keys[2]).latents.dtype == torch.float64
     cache.max_entries = 0
-    cache.put(keys[0], torch.zeros(1))
+    cache.put(keys[0], stored(0))
     assert len(cache) == 0
     cache.max_entries = 2
-    cache.put(keys[0], torch.zeros(1))
+    cache.put(keys[0], stored(0))
     assert keys[0] in cache
     with pytest.raises(ValueError):
         cache.max_entries = -1

@@ -125,7 +125,7 @@ def test_the_sampler_starts_from_the_inverted_latent(host, probe):
     expected = invert(
         probe.init_latents[0][:1], sigmas,
         lambda x, s: wrap(x, s, cond={"c_crossattn": [cond], "c_concat": [image_cond]}), float(wrap.sigmas[0]),
-    )
+    ).start
     start = probe.starts[0]
     torch.testing.assert_close(start[0], expected[0], rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(start[1], expected[0], rtol=1e-4, atol=1e-4)

@@ -161,7 +161,8 @@ def test_batch_count_repeats_the_pairing_and_infotexts_round_trip(host):
     assert all(f"Seed: {seed}," in text for seed, text in zip([100, 100, 102, 102], infotexts))
     values = host.script_values_from_infotext(infotexts[1], "MasaCtrl")
     assert values == [
-        True, SOURCE, "union", 3, 5, 12, 15, True, "targets", "", True, 1.0, True, "none", "", "", 0.1, False, None, None
+        True, SOURCE, "union", 3, 5, 12, 15, True, "targets", "", True, 1.0, True, "none", "", "", 0.1, False, None, None,
+        True,
     ]
 
 
@@ -172,10 +173,11 @@ def test_the_ui_returns_components_in_api_order(host):
         "MasaCtrl", "Source prompt", "Mode", "Start step", "End step", "Start layer", "End layer", "Apply during hires fix",
         "ControlNet units apply to", "Per enabled unit", "Invert the init image", "Inversion CFG scale",
         "Show reconstruction", "Masks", "Source subject words", "Target subject words", "Mask threshold",
-        "Show masks", "Source mask", "Target mask",
+        "Show masks", "Source mask", "Target mask", "Source follows the inversion",
     ]
     assert host.default_script_args()[script.args_from:script.args_to] == [
-        False, "", "mutual", 4, 150, -1, 70, False, "targets", "", True, 1.0, True, "none", "", "", 0.1, False, None, None
+        False, "", "mutual", 4, 150, -1, 70, False, "targets", "", True, 1.0, True, "none", "", "", 0.1, False, None, None,
+        True,
     ]
 
 

@@ -1,6 +1,7 @@
 """The CFG denoiser callback: before each denoiser call the session learns the noise level the
 sampler calls the model at, which gives the call's step (:mod:`lib_masactrl.steps`), and how the
-WebUI stacked its rows (sd_samplers_cfg_denoiser.py, ``CFGDenoiser.forward``)."""
+WebUI stacked its rows (sd_samplers_cfg_denoiser.py, ``CFGDenoiser.forward``). The callback may
+replace the stacked input (``params.x``), which is how sources follow their inversion."""
 
 from __future__ import annotations
 
@@ -26,10 +27,9 @@ def on_cfg_denoiser(params: Any) -> None:
     session = generation.session_of(p)
     if session is None:
         return
-    rows = params.x.shape[0]
-    session.denoiser_call(
+    params.x = session.denoiser_call(
         unet=model.loaded_unet(),
         level=float(params.sigma.max()),
-        rows=rows,
-        cond_repeats=_cond_repeats(p, rows),
+        x=params.x,
+        cond_repeats=_cond_repeats(p, params.x.shape[0]),
     )

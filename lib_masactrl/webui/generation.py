@@ -206,6 +206,13 @@ def _stop_watching_noise(p: Any, session: GenerationSession | None) -> None:
 # --- after each batch, and at the end -------------------------------------------------------
 
 
+def after_sampling(p: Any, ps: Any) -> None:
+    """``post_sample``: sources that followed their inversion end at the inverted latent."""
+    session = session_of(p)
+    if session is not None:
+        ps.samples = session.finished_latents(ps.samples)
+
+
 def drop_hidden_sources(p: Any, pp: Any) -> None:
     """``postprocess_batch_list``: with "Show reconstruction" off, drop the sources (the
     reconstructions) from the gallery and the saved files; the per-image lists must shrink with

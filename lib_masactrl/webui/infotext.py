@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, Sequence
 
-from ..fields import fill_pasted_defaults
+from ..fields import fill_pasted_defaults, recorded_inversion
 from ..pairing import Pairing
+from . import options
 
 TARGET_PROMPT_KEY = "MasaCtrl target prompt"
 
@@ -28,4 +29,6 @@ def target_prompt_of_sources(pairing: Pairing) -> Callable[..., str | None]:
 def on_infotext_pasted(infotext: str, params: Dict[str, Any]) -> None:
     if TARGET_PROMPT_KEY in params:
         params["Prompt"] = params.pop(TARGET_PROMPT_KEY)
+    if recorded_inversion(params):
+        params.setdefault(options.READS_INFOTEXT, options.READS_BEFORE.value)
     fill_pasted_defaults(params)

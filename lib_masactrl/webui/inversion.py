@@ -138,6 +138,9 @@ def install(p: Any, session: GenerationSession, x: Any, noise: Any, c: Any, uc: 
     start from its source's inverted latent, by writing ``noise`` in place: the sampler starts
     from ``x + noise * sigma_sched[0]`` (sd_samplers_kdiffusion.py, ``sample_img2img``).
 
+    With "Source follows the inversion" on, the sources then follow the inversion's trajectory
+    (:mod:`lib_masactrl.anchoring`).
+
     Raises :class:`~lib_masactrl.inversion.InversionInterrupted` when the user stops it,
     :class:`SettingsError` for a sampler without a sigma schedule and :class:`InversionFailed`
     when the inversion itself raised."""
@@ -153,8 +156,10 @@ def install(p: Any, session: GenerationSession, x: Any, noise: Any, c: Any, uc: 
     sources = session.source_images[:1] if single else session.source_images
     x0 = x[sources]
     denoise, conditioning = _denoiser(p, session, sources, c, uc)
+    reads = options.inversion_reads()
+    p.extra_generation_params[options.READS_INFOTEXT] = reads.value
     key = InversionKey.create(
-        x0, sigma_sched, sigma_min, model=_model_identity(p), conditioning=conditioning,
+        x0, sigma_sched, sigma_min, model=_model_identity(p), conditioning=conditioning, reads=reads,
         cfg_scale=session.args.inversion_cfg, content=_init_digest(p), extra={"sources": str(len(sources))},
     )
     CACHE.max_entries = options.cache_size()
@@ -174,11 +179,15 @@ def install(p: Any, session: GenerationSession, x: Any, noise: Any, c: Any, uc: 
         raise InversionFailed(str(error)) from error
     finally:
         shared.state.job = job
-    start = inverted.latent.to(device=noise.device, dtype=noise.dtype)
+    trajectory = inverted.trajectory
+    start = trajectory.start.to(device=noise.device, dtype=noise.dtype)
+    rows = {}
     for row, source in enumerate(session.pairing.reads_from):
         image = row if source is None else source
-        inverted_row = sources.index(image) if image in sources else 0
-        noise[row] = (start[inverted_row] - x[row]) / sigma_sched[0]
+        rows[image] = sources.index(image) if image in sources else 0
+        noise[row] = (start[rows[image]] - x[row]) / sigma_sched[0]
+    if session.args.follow_inversion:
+        session.follow_trajectory(trajectory, {image: rows[image] for image in session.source_images})
     if shared.opts.data.get("img2img_extra_noise", 0) > 0:
         session.note("the img2img 'Extra noise' setting adds noise to the inverted latent, so the reconstruction "
                      "drifts from the init image; set it to 0 for MasaCtrl editing")

@@ -84,6 +84,7 @@ def build(elem_id: ElemId, is_img2img: bool) -> Accordion:
             units = ui.control(gr.Textbox, "controlnet_units", placeholder="source, target", visible=False)
         with gr.Row(visible=is_img2img):
             invert = ui.control(gr.Checkbox, "invert")
+            ui.control(gr.Checkbox, "follow_inversion")
             ui.control(gr.Checkbox, "show_reconstruction")
             ui.control(gr.Slider, "inversion_cfg", minimum=1.0, maximum=MAX_INVERSION_CFG, step=0.5)
         with gr.Accordion(label="Masks", open=False):
