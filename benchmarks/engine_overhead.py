@@ -8,8 +8,9 @@ scaled_dot_product_attention, which is what the WebUI installs by default on tor
 Peak memory is the high-water mark of tensor memory allocated during the call: on CPU replayed
 from the allocations and frees torch's profiler records, on CUDA torch's own peak counter.
 
-    python benchmarks/engine_overhead.py            # all sizes, CPU
+    python benchmarks/engine_overhead.py            # the tiny and the small U-Net, CPU
     python benchmarks/engine_overhead.py --quick    # tiny U-Net only
+    python benchmarks/engine_overhead.py --unet sd15 --device cuda --dtype float16   # SD1.5's full size
 """
 
 from __future__ import annotations
@@ -27,14 +28,13 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import torch  # noqa: E402
-from tiny_unets import sd15_unet  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
+from unet_shapes import add_arguments, build  # noqa: E402
 
 import ldm.modules.attention as ldm_attention  # noqa: E402
-from ldm.modules.diffusionmodules.openaimodel import UNetModel  # noqa: E402
 from lib_masactrl import MasaCtrlSettings, MaskGuide, StepLayout, attach  # noqa: E402
 
-UNETS = {"tiny (32 ch)": 32, "small (128 ch)": 128}
+UNETS = {"tiny (32 ch)": "tiny", "small (128 ch)": "small"}
 LATENTS = (32, 64)
 ROWS = (2, 4)
 MODES = (
@@ -63,29 +63,17 @@ def sdp_attention(self, x, context=None, mask=None, **kwargs):
     return self.to_out(out.transpose(1, 2).flatten(2))
 
 
-def build_unet(channels: int, device: str) -> UNetModel:
-    if channels == 32:
-        unet = sd15_unet(seed=0)
-    else:
-        unet = UNetModel(
-            image_size=64, in_channels=4, out_channels=4, model_channels=channels, attention_resolutions=[4, 2, 1],
-            num_res_blocks=2, channel_mult=[1, 2, 4, 4], num_head_channels=64, use_spatial_transformer=True,
-            transformer_depth=1, context_dim=768, legacy=False,
-        ).eval().requires_grad_(False)
-    return unet.to(device)
-
-
-def inputs(rows: int, latent: int, device: str):
+def inputs(rows: int, latent: int, device: str, dtype: str, context_dim: int):
     generator = torch.Generator().manual_seed(0)
-    x = torch.randn(rows, 4, latent, latent, generator=generator).to(device)
+    x = torch.randn(rows, 4, latent, latent, generator=generator).to(device, getattr(torch, dtype))
     t = torch.full((rows,), 500, device=device)
-    context = torch.randn(rows, 77, 768, generator=generator).to(device)
+    context = torch.randn(rows, 77, context_dim, generator=generator).to(device, getattr(torch, dtype))
     layout = StepLayout.cfg((None, 0), uncond=rows == 4)
     return x, t, context, layout
 
 
 def sync(device: str) -> None:
-    if device == "cuda":
+    if device.startswith("cuda"):
         torch.cuda.synchronize()
 
 
@@ -100,9 +88,9 @@ def time_call(unet, attachment, layout, x, t, context, device: str) -> float:
     return time.perf_counter() - start
 
 
-def measure_times(channels: int, latent: int, rows: int, repeats: int, device: str) -> dict:
-    unet = build_unet(channels, device)
-    x, t, context, layout = inputs(rows, latent, device)
+def measure_times(kind: str, latent: int, rows: int, repeats: int, device: str, dtype: str) -> dict:
+    unet, context_dim = build(kind, device, dtype)
+    x, t, context, layout = inputs(rows, latent, device, dtype, context_dim)
     results = {}
     for label, mode, start_layer in MODES:
         attachment = attach_mode(unet, mode, start_layer)
@@ -136,10 +124,10 @@ def native_stderr_silenced() -> Iterator[None]:
         os.close(saved)
 
 
-def peak_memory(channels: int, latent: int, rows: int, mode: str, start_layer: int, device: str) -> float:
+def peak_memory(kind: str, latent: int, rows: int, mode: str, start_layer: int, device: str, dtype: str) -> float:
     """Extra peak memory of one U-Net call in bytes (mode "plain" for no control)."""
-    unet = build_unet(channels, device)
-    x, t, context, layout = inputs(rows, latent, device)
+    unet, context_dim = build(kind, device, dtype)
+    x, t, context, layout = inputs(rows, latent, device, dtype, context_dim)
     attachment = None
     if mode != "plain":
         attachment = attach_mode(unet, mode, start_layer)
@@ -147,7 +135,7 @@ def peak_memory(channels: int, latent: int, rows: int, mode: str, start_layer: i
         with torch.no_grad():
             unet(x, t, context=context)  # a previous call, whose maps the measured call's masks use
         attachment.controller.begin_step(11, layout)
-    if device == "cuda":
+    if device.startswith("cuda"):
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
@@ -169,31 +157,34 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny U-Net only")
     parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_arguments(parser)
     args = parser.parse_args()
     ldm_attention.CrossAttention.forward = sdp_attention
     torch.manual_seed(0)
 
-    unets = {"tiny (32 ch)": 32} if args.quick else UNETS
+    if args.unet != "tiny":
+        unets = {args.unet: args.unet}
+    else:
+        unets = {"tiny (32 ch)": "tiny"} if args.quick else UNETS
     header = f"{'U-Net':<15} {'latent':>6} {'rows':>4} {'plain s/call':>12} " + " ".join(f"{label:>22}" for label, _, _ in MODES)
     print(f"time per U-Net call, controlled / plain (median of {args.repeats}, device {args.device})")
     print(header)
-    for name, channels in unets.items():
+    for name, kind in unets.items():
         for latent in LATENTS:
             for rows in ROWS:
-                result = measure_times(channels, latent, rows, args.repeats, args.device)
+                result = measure_times(kind, latent, rows, args.repeats, args.device, args.dtype)
                 ratios = " ".join(f"{result[label]:>21.3f}x" for label, _, _ in MODES)
                 print(f"{name:<15} {latent:>4}^2 {rows:>4} {result['plain seconds']:>12.4f} {ratios}")
 
     print()
     print("peak memory added by one U-Net call, controlled / plain")
     print(header.replace("plain s/call", "plain MiB".rjust(12)))
-    for name, channels in unets.items():
+    for name, kind in unets.items():
         for latent in LATENTS:
             for rows in ROWS:
-                plain = peak_memory(channels, latent, rows, "plain", 0, args.device)
+                plain = peak_memory(kind, latent, rows, "plain", 0, args.device, args.dtype)
                 ratios = " ".join(
-                    f"{peak_memory(channels, latent, rows, mode, start, args.device) / plain:>21.3f}x"
+                    f"{peak_memory(kind, latent, rows, mode, start, args.device, args.dtype) / plain:>21.3f}x"
                     for _, mode, start in MODES
                 )
                 print(f"{name:<15} {latent:>4}^2 {rows:>4} {plain / 2**20:>12.1f} {ratios}")

@@ -23,6 +23,14 @@
         source_mask: "White: the subject in the source images. Upload a mask or draw on it.",
         target_mask: "White: the subject in the target images. Upload a mask or draw on it.",
         follow_inversion: "The source rows retrace the init image's inversion step by step, so the targets borrow from the photo itself and the reconstruction is the photo. Off: the source is denoised freely from the inverted noise.",
+        layout: "pairs: the first half of the batch are sources, each with one target. one source: image 1 is the source of every other image, and every batch repeats it, so all targets share one character.",
+        target_prompts: "One prompt per target, in order over all batches, or one line for all targets. Empty: the main prompt.",
+        show_every_source: "With one source: show and save the source in every batch, not only in the first.",
+        control_maps: "Already preprocessed control maps (pose, depth, canny...), one per target in order; they replace the image of the ControlNet unit chosen below, which keeps its weight, guidance and control mode.",
+        control_maps_folder: "A folder of control maps instead of uploads, taken in file name order (for the API and long sequences).",
+        control_maps_unit: "Which enabled ControlNet unit the maps go to, counted from 1 in tab order.",
+        animation: "With one source: put the targets together in an animated file, added to the gallery and saved beside the images.",
+        fps: "Frames per second of the animation.",
     };
     // Where a control means something else on img2img.
     const img2imgTooltips = {

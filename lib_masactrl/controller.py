@@ -111,6 +111,14 @@ class MasaCtrlController:
         ``None`` outside a call that fits it. Other row-wise patches (ControlNet units) read it."""
         return self._plan
 
+    @property
+    def current_images(self) -> List[int] | None:
+        """Per row of the U-Net call now running, the batch image it belongs to; ``None`` outside
+        a call that fits the step's layout."""
+        if self._plan is None or self._layout is None:
+            return None
+        return [self._layout.rows[self._plan.start + row].image for row in range(self._plan.size)]
+
     def note(self, key: str, message: str) -> None:
         """Report a problem once per attachment, to the host via :attr:`notes`, which shows it to
         the user and the console."""

@@ -37,14 +37,21 @@ checks ``isinstance(param.control_model, torch.nn.Module)`` before moving it bac
 Which rows are sources and which are targets comes from the MasaCtrl controller: its forward
 pre-hook on the U-Net (see :mod:`.patching`) places each U-Net call in the step's layout before
 ControlNet's replacement ``forward`` runs, in whichever order the two were installed.
+
+The same proxy gives a unit one control map per target (:class:`UnitMaps`): it swaps the ``hint``
+of each ``control_model`` call for one hint row per row of the call, each target's own map and
+the unit's hint for the other rows, at the size of the hint ControlNet hands it (the first pass's
+or the hires pass's). Everything ControlNet does with the unit's output (weight, guidance
+start/end, control mode) then applies as to its own hint. Only ControlNet-type models take a hint
+per row: a T2I-Adapter computes its features once per generation and reuses them.
 """
 
 from __future__ import annotations
 
 import enum
 import logging
-from dataclasses import dataclass
-from typing import Any, List, Sequence, Tuple
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Mapping, Sequence, Tuple
 
 import torch
 
@@ -101,6 +108,35 @@ class UnitKind(enum.Enum):
     ControlLLLite, a T2I-Adapter that ControlNet repeats over the batch itself)."""
 
 
+@dataclass
+class UnitMaps:
+    """Control maps for one enabled unit: per image of the batch, the number of its map, and how
+    to make map ``number``'s hint at a size like a given hint tensor (ControlNet's own resizing)."""
+
+    unit: int
+    """The unit's place among the enabled units, from 0."""
+    images: Mapping[int, int]
+    hint: Callable[[int, Tuple[int, int], torch.Tensor], torch.Tensor]
+    """``hint(number, (height, width), like)``: a ``(1, channels, height, width)`` tensor on
+    ``like``'s device and in its dtype."""
+    _made: Dict[Tuple[int, Tuple[int, int], Any, Any], torch.Tensor] = field(default_factory=dict, repr=False)
+
+    def rows(self, images: Sequence[int], hint: torch.Tensor) -> torch.Tensor:
+        """The hint of a call whose rows belong to ``images``: each mapped image's own map, the
+        unit's ``hint`` for the other rows."""
+        size = (int(hint.shape[-2]), int(hint.shape[-1]))
+        pieces = []
+        for row, image in enumerate(images):
+            if image in self.images:
+                key = (self.images[image], size, hint.device, hint.dtype)
+                if key not in self._made:
+                    self._made[key] = self.hint(self.images[image], size, hint)
+                pieces.append(self._made[key])
+            else:
+                pieces.append(hint[row:row + 1] if hint.shape[0] == len(images) else hint[:1])
+        return torch.cat(pieces)
+
+
 def _type_name(param: Any) -> str:
     return str(getattr(getattr(param, "control_model_type", None), "name", ""))
 
@@ -151,11 +187,14 @@ class _UnitProxy:
     """Stands in for one unit's ``control_model``: calls the real model and zeroes the residual
     rows its unit is not assigned to. Everything else reaches the real model."""
 
-    def __init__(self, model: Any, restriction: "UnitRestriction", label: str, assignment: Assignment) -> None:
+    def __init__(
+        self, model: Any, restriction: "UnitRestriction", label: str, assignment: Assignment, maps: UnitMaps | None
+    ) -> None:
         object.__setattr__(self, "_model", model)
         object.__setattr__(self, "_restriction", restriction)
         object.__setattr__(self, "_label", label)
         object.__setattr__(self, "_assignment", assignment)
+        object.__setattr__(self, "_maps", maps)
 
     @property
     def __class__(self) -> type:
@@ -173,9 +212,11 @@ class _UnitProxy:
         delattr(self._model, name)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        outputs = self._model(*args, **kwargs)
         restriction = self._restriction
-        if restriction is None:
+        if restriction is not None and self._maps is not None and isinstance(kwargs.get("hint"), torch.Tensor):
+            kwargs["hint"] = restriction._hint(self._label, self._maps, kwargs["hint"], _call_rows(args, kwargs))
+        outputs = self._model(*args, **kwargs)
+        if restriction is None or self._assignment is Assignment.BOTH:
             return outputs
         return restriction._restrict(self._label, self._assignment, _call_rows(args, kwargs), outputs)
 
@@ -217,7 +258,7 @@ class UnitRestriction:
         self.controller = controller
         self._wrapped: List[_Wrapped] = []
 
-    def _install(self, network: Any, assignments: Sequence[Assignment]) -> None:
+    def _install(self, network: Any, assignments: Sequence[Assignment], maps: UnitMaps | None) -> None:
         params = list(getattr(network, "control_params", None) or [])
         for index, param in enumerate(params):
             stale = _unwrap(param)
@@ -238,8 +279,9 @@ class UnitRestriction:
                     f"controlnet-every-row-{index}",
                     f"{label} cannot be limited to the {assignment.value} images; it acts on every image",
                 )
-            elif kind is UnitKind.RESIDUAL and assignment is not Assignment.BOTH:
-                proxy = _UnitProxy(param.control_model, self, label, assignment)
+            elif kind is UnitKind.RESIDUAL and (assignment is not Assignment.BOTH or maps is not None and maps.unit == index):
+                unit_maps = maps if maps is not None and maps.unit == index else None
+                proxy = _UnitProxy(param.control_model, self, label, assignment, unit_maps)
                 param.control_model = proxy
                 self._wrapped.append(_Wrapped(param, proxy))
         machine = getattr(getattr(network, "attention_auto_machine", None), "name", None)
@@ -249,6 +291,16 @@ class UnitRestriction:
                 "ControlNet's \"[StyleAlign] Align image style in the batch\" option makes every image attend "
                 "to all the others, which leaves MasaCtrl nothing to control; turn it off for MasaCtrl results",
             )
+
+    def _hint(self, label: str, maps: UnitMaps, hint: torch.Tensor, rows: int | None) -> torch.Tensor:
+        images = self.controller.current_images
+        if images is None or rows != len(images):
+            self.controller.note(
+                "controlnet-maps-rows-unknown",
+                f"MasaCtrl could not tell the images of some U-Net calls; {label} used its own image there",
+            )
+            return hint
+        return maps.rows(images, hint)
 
     def _restrict(self, label: str, assignment: Assignment, rows: int | None, outputs: Any) -> Any:
         plan = self.controller.current_plan
@@ -311,6 +363,7 @@ def restrict_units(
     network: Any,
     controller: MasaCtrlController,
     assignments: Assignment | str | Sequence[Assignment | str] = DEFAULT_ASSIGNMENT,
+    maps: UnitMaps | None = None,
 ) -> UnitRestriction:
     """Narrow the units of a hooked ControlNet ``network`` (its ``UnetHook``, duck-typed: its
     ``control_params`` and ``attention_auto_machine`` are read) to their rows.
@@ -318,9 +371,10 @@ def restrict_units(
     ``assignments`` is one value for every unit or exactly one per enabled unit, in
     ``control_params`` order. Units that cannot be narrowed, and units or options that rewrite
     self-attention, are reported once through ``controller.note``. Views left on the units by an
-    earlier call are replaced, never stacked. Raises :class:`SettingsError` for an unknown
-    assignment or a list that does not match the enabled units one to one (naming them), before
-    changing anything."""
+    earlier call are replaced, never stacked. ``maps`` gives one unit a control map per target.
+    Raises :class:`SettingsError` for an unknown assignment, a list that does not match the
+    enabled units one to one (naming them), or maps for a unit that is missing or cannot take a
+    hint per row, before changing anything."""
     params = list(getattr(network, "control_params", None) or [])
     if isinstance(assignments, (str, Assignment)):
         parsed = [Assignment.parse(assignments)] * len(params)
@@ -334,9 +388,22 @@ def restrict_units(
                 f"unit{'s' * (len(params) != 1)}{f' ({units})' if units else ''}: give one entry per enabled unit, "
                 "in tab order"
             )
+    if maps is not None:
+        if maps.unit >= len(params):
+            raise SettingsError(
+                f"the control maps go to ControlNet unit {maps.unit + 1}, but {len(params)} unit"
+                f"{'s are' if len(params) != 1 else ' is'} enabled: enable that unit (with any of the maps as its "
+                "image) or choose another"
+            )
+        param = params[maps.unit]
+        if unit_kind(param) is not UnitKind.RESIDUAL or _type_name(param) == "T2I_Adapter":
+            raise SettingsError(
+                f"the control maps go to {_unit_label(maps.unit, param)}, which cannot take a map per image: "
+                "give them to a ControlNet model's unit"
+            )
     restriction = UnitRestriction(controller)
     try:
-        restriction._install(network, parsed)
+        restriction._install(network, parsed, maps)
     except BaseException:
         restriction.release()
         raise

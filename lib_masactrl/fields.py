@@ -9,13 +9,15 @@ from dataclasses import fields as dataclass_fields
 from typing import Any, Dict, Mapping, Sequence, Tuple, Union
 
 from .controlnet_rows import Assignment
+from .pairing import Layout
 from .settings import DEFAULT_MASK_THRESHOLD, DEFAULT_START_STEP, Choice, MasaCtrlSettings, Mode, SettingsError
 
 MAX_STEPS = 150
 MAX_LAYERS = 70
 AUTO_LAYER = -1
 MAX_INVERSION_CFG = 30.0
-
+MAX_FPS = 60
+MAX_CONTROLNET_UNITS = 20
 
 
 class MaskMode(Choice):
@@ -28,6 +30,18 @@ class MaskMode(Choice):
     @classmethod
     def noun(cls) -> str:
         return "mask mode"
+
+
+class Animation(Choice):
+    """The file a one-source sequence's targets are put together in."""
+
+    NONE = "none"
+    WEBP = "webp"
+    GIF = "gif"
+
+    @classmethod
+    def noun(cls) -> str:
+        return "animation"
 
 
 class ControlNetScope(Choice):
@@ -67,6 +81,23 @@ class ScriptArgs:
     source_mask: Any = None
     target_mask: Any = None
     follow_inversion: bool = True
+    layout: str = Layout.PAIRS.value
+    target_prompts: str = ""
+    show_every_source: bool = False
+    control_maps: Any = None
+    control_maps_folder: str = ""
+    control_maps_unit: int = 1
+    animation: str = Animation.WEBP.value
+    fps: int = 8
+
+    @property
+    def target_prompt_lines(self) -> Tuple[str, ...]:
+        """The target prompts, one per non-empty line."""
+        return tuple(line.strip() for line in self.target_prompts.splitlines() if line.strip())
+
+    @property
+    def uses_control_maps(self) -> bool:
+        return bool(self.control_maps) or bool(self.control_maps_folder.strip())
 
     def controlnet_assignments(self) -> Tuple[Assignment, ...] | Assignment:
         """What each enabled ControlNet unit acts on: one value for all, or one per unit."""
@@ -93,15 +124,20 @@ class ScriptArgs:
             return None, None
         return self.source_mask, self.target_mask
 
-    def infotext(self, resolved_start_layer: int | None = None, inverted: bool = False) -> Dict[str, Any]:
+    def infotext(
+        self, resolved_start_layer: int | None = None, inverted: bool = False, source_prompt: str | None = None
+    ) -> Dict[str, Any]:
         """Infotext entries: every setting that differs from its default, the start layer
         actually used, so that pasting reproduces the image on the same model, and, when the init
         image was inverted (img2img), the inversion settings whatever their values: infotexts made
         before a setting existed lack its key, and pasting them must give the old behaviour (see
-        :attr:`Field.absent`)."""
+        :meth:`Field.absent`). ``source_prompt`` records the source prompt as used, where the
+        setting's own value (empty: the main prompt) would not remake the image."""
         values = {field.name: getattr(self, field.name) for field in FIELDS}
         if resolved_start_layer is not None:
             values["start_layer"] = resolved_start_layer
+        if source_prompt is not None:
+            values["source_prompt"] = source_prompt
         return {
             field.infotext: values[field.name]
             for field in FIELDS
@@ -154,6 +190,14 @@ FIELDS: Tuple[Field, ...] = (
     Field("source_mask", "Source mask", None),
     Field("target_mask", "Target mask", None),
     Field("follow_inversion", "Source follows the inversion", "MasaCtrl source follows inversion", absent_before=False),
+    Field("layout", "Layout", "MasaCtrl layout"),
+    Field("target_prompts", "Target prompts, one per line", "MasaCtrl target prompts"),
+    Field("show_every_source", "Show the source of every batch", "MasaCtrl every source"),
+    Field("control_maps", "Control maps, one per target", None),
+    Field("control_maps_folder", "Control maps folder", "MasaCtrl control maps folder"),
+    Field("control_maps_unit", "ControlNet unit for the maps", "MasaCtrl control maps unit"),
+    Field("animation", "Animation", "MasaCtrl animation"),
+    Field("fps", "Frames per second", "MasaCtrl fps"),
 )
 """The img2img-only fields (invert ... show reconstruction, follow inversion) exist on both tabs,
 hidden in txt2img, so that the API's positional order is the same everywhere. New fields go at
@@ -209,6 +253,15 @@ def _as_str(name: str, value: Any) -> str:
     if not isinstance(value, str):
         raise SettingsError(f"{name} must be text, got {value!r}")
     return value
+
+
+def _as_list(name: str, value: Any) -> Tuple[Any, ...] | None:
+    """Files from the UI's upload box, or base64 images from the API: a list, or nothing."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, (list, tuple)):
+        return tuple(value) or None
+    raise SettingsError(f"{name} must be a list of images, got {type(value).__name__}")
 
 
 def fill_pasted_defaults(params: Dict[str, Any]) -> None:
@@ -284,6 +337,14 @@ def parse_args(args: Union[Sequence[Any], Mapping[str, Any]]) -> ScriptArgs:
         source_mask=values["source_mask"],
         target_mask=values["target_mask"],
         follow_inversion=_as_bool("source follows the inversion", values["follow_inversion"]),
+        layout=Layout.parse(values["layout"]).value,
+        target_prompts=_as_str("target prompts", values["target_prompts"]),
+        show_every_source=_as_bool("show the source of every batch", values["show_every_source"]),
+        control_maps=_as_list("control maps", values["control_maps"]),
+        control_maps_folder=_as_str("control maps folder", values["control_maps_folder"]),
+        control_maps_unit=_as_int("ControlNet unit for the maps", values["control_maps_unit"], 1, MAX_CONTROLNET_UNITS),
+        animation=Animation.parse(values["animation"]).value,
+        fps=_as_int("frames per second", values["fps"], 1, MAX_FPS),
     )
     parsed.controlnet_assignments()
     if parsed.mask_mode == MaskMode.WORDS and not parsed.mask_words.strip():

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from .anchoring import SourceAnchor
-from .controlnet_rows import UnitRestriction, restrict_units
+from .controlnet_rows import UnitMaps, UnitRestriction, restrict_units
 from .fields import ScriptArgs
 from .inversion import Trajectory
 from .layers import LayerMap
@@ -25,17 +25,15 @@ from .steps import PassSteps
 logger = logging.getLogger("masactrl")
 
 
-def pair_prompts(prompts: Sequence[str], batch_size: int, source_prompt: str, empty_is_main: bool = True) -> List[str]:
-    """Source slots of every batch get the source prompt. An empty one means the main prompt,
-    except for a real image's inversion, where it means no prompt (the paper's default)."""
-    if not source_prompt and empty_is_main:
-        return list(prompts)
-    return Pairing.halves(batch_size).prompts(prompts, source_prompt)
-
-
-def share_seeds(seeds: Sequence[int], batch_size: int) -> List[int]:
-    """Each target takes its source's seed, so that both start from the same noise."""
-    return Pairing.halves(batch_size).seeds(seeds)
+def pair_prompts(
+    prompts: Sequence[str], pairing: Pairing, source_prompt: str, target_prompts: Sequence[str] = (),
+    empty_is_main: bool = True,
+) -> List[str]:
+    """Source slots of every batch get the source prompt and target slots their target prompt (see
+    :meth:`Pairing.prompts`). An empty source prompt means the main prompt, except for a real
+    image's inversion, where it means no prompt (the paper's default)."""
+    keep = not source_prompt and empty_is_main
+    return pairing.prompts(prompts, None if keep else source_prompt, target_prompts)
 
 
 class GenerationSession:
@@ -45,7 +43,7 @@ class GenerationSession:
     def __init__(self, args: ScriptArgs, batch_size: int, unet: nn.Module) -> None:
         self.args = args
         self.settings = args.settings()
-        self.pairing = Pairing.halves(batch_size)
+        self.pairing = Pairing.of(args.layout, batch_size)
         self.batch_size = batch_size
         layer_map = LayerMap.from_unet(unet)
         self.schedule = self.settings.schedule(len(layer_map), None, layer_map.family)
@@ -96,6 +94,7 @@ class GenerationSession:
         controlnet: Any = None,
         assignments: Any = None,
         masks: MaskGuide | None = None,
+        maps: UnitMaps | None = None,
     ) -> None:
         """Before a sampling pass: attach to the U-Net that will sample it. ``steps`` are the noise
         levels the pass samples, which is how each model call finds its step; ``pass_name`` names the
@@ -104,7 +103,8 @@ class GenerationSession:
         any step; otherwise nothing stays attached. ``controlnet`` is the ControlNet extension's
         hooked network, if any, and ``assignments`` overrides the user's unit assignment (see
         :func:`restrict_units`, whose :class:`SettingsError` this raises with nothing left attached);
-        ``masks`` are the batch's masks (see :func:`~lib_masactrl.masks.mask_guide`)."""
+        ``masks`` are the batch's masks (see :func:`~lib_masactrl.masks.mask_guide`) and ``maps`` the
+        control maps one unit gives the targets."""
         self.end_pass()
         detach_all(unet)
         self.steps = steps
@@ -116,10 +116,15 @@ class GenerationSession:
                 "the batch is paired but MasaCtrl does not act on it"
             )
         units = bool(getattr(controlnet, "control_params", None))
+        if maps is not None and not units:
+            raise SettingsError(
+                f"the control maps go to ControlNet unit {maps.unit + 1}, but no ControlNet unit is enabled: enable "
+                "it with any of the maps as its image"
+            )
         if (controlled or units) and self._attach(unet) and units:
             wanted = assignments if assignments is not None else self.args.controlnet_assignments()
             try:
-                self.restriction = restrict_units(controlnet, self.attachment.controller, wanted)
+                self.restriction = restrict_units(controlnet, self.attachment.controller, wanted, maps)
             except SettingsError:
                 self.end_pass()
                 raise

@@ -406,3 +406,69 @@ def test_a_call_outside_the_layout_is_left_unrestricted_and_noted(sd15, models):
         "MasaCtrl could not tell sources from targets in some U-Net calls; ControlNet units acted on every image there"
         in notes
     )
+
+
+# --- control maps: one hint per target ----------------------------------------------------------
+
+
+def recorded_hints(param):
+    """Wrap a unit's model (inside MasaCtrl's view, which wraps it later) to record each call's hint."""
+    seen = []
+    model = param.control_model
+
+    class Recorder:
+        def __getattr__(self, name):
+            return getattr(model, name)
+
+        def __call__(self, *args, **kwargs):
+            seen.append(kwargs["hint"])
+            return model(*args, **kwargs)
+
+    param.control_model = Recorder()
+    return seen
+
+
+def test_each_mapped_image_gets_its_own_hint_in_every_call(sd15, models):
+    from lib_masactrl.controlnet_rows import UnitMaps
+
+    layout = StepLayout.cfg((None, 0, 0))
+    inputs = stack_inputs(layout)
+    made = []
+
+    def hint(number, size, like):
+        made.append((number, size))
+        return torch.full((1, 3, *size), float(number + 1), dtype=like.dtype)
+
+    maps = UnitMaps(0, {1: 0, 2: 1}, hint)
+    with attach(sd15, MasaCtrlSettings(**CONTROLLED)) as attachment:
+        params = units(models, [("cn", {})])
+        seen = recorded_hints(params[0])
+        own = params[0].hint_cond
+        with controlnet(sd15, params) as network:
+            with restrict_units(network, attachment.controller, "target", maps):
+                run(sd15, layout, [(0, 3), (3, 6)], inputs, network, attachment.controller)
+                run(sd15, layout, [(0, 6)], inputs, network, attachment.controller, step=1)
+    assert [hints.shape[0] for hints in seen] == [3, 3, 6]
+    for hints, start in zip(seen, (0, 3, 0)):  # the calls' first rows in the step's stack
+        for row in range(hints.shape[0]):
+            image = layout.rows[start + row].image
+            expected = own[0] if image == 0 else torch.full_like(own[0], float(image))
+            assert torch.equal(hints[row], expected)
+    assert sorted(set(made)) == [(0, (64, 64)), (1, (64, 64))]  # made once per map and size
+
+
+@pytest.mark.parametrize("unit_index, specs, message", [
+    (1, [("cn", {})], "the control maps go to ControlNet unit 2, but 1 unit is enabled"),
+    (0, [("adapter", {})], "cannot take a map per image"),
+])
+def test_control_maps_for_a_unit_that_cannot_take_them_are_refused(sd15, models, unit_index, specs, message):
+    from lib_masactrl.controlnet_rows import UnitMaps
+
+    maps = UnitMaps(unit_index, {1: 0}, lambda number, size, like: torch.zeros(1, 3, *size))
+    with attach(sd15, MasaCtrlSettings(**CONTROLLED)) as attachment:
+        params = units(models, specs)
+        originals = [param.control_model for param in params]
+        with controlnet(sd15, params) as network:
+            with pytest.raises(SettingsError, match=message):
+                restrict_units(network, attachment.controller, "target", maps)
+        assert [param.control_model for param in params] == originals

@@ -4,7 +4,8 @@ import pytest
 
 from lib_masactrl import SettingsError
 from lib_masactrl.fields import FIELDS, ScriptArgs, parse_args
-from lib_masactrl.session import pair_prompts, share_seeds
+from lib_masactrl.pairing import Pairing
+from lib_masactrl.session import pair_prompts
 
 
 def test_api_order_is_the_field_table_order():
@@ -12,6 +13,8 @@ def test_api_order_is_the_field_table_order():
         "enabled", "source_prompt", "mode", "start_step", "end_step", "start_layer", "end_layer", "hires",
         "controlnet", "controlnet_units", "invert", "inversion_cfg", "show_reconstruction", "mask_mode", "mask_words",
         "mask_target_words", "mask_threshold", "show_masks", "source_mask", "target_mask", "follow_inversion",
+        "layout", "target_prompts", "show_every_source", "control_maps", "control_maps_folder", "control_maps_unit",
+        "animation", "fps",
     ]
 
 
@@ -44,7 +47,7 @@ def test_disabled_ignores_the_other_values():
         ([True, 5], "source prompt must be text, got 5"),
         (["yes"], "enabled must be true or false, got 'yes'"),
         ([{"enabled": True, "start": 3}], "unknown MasaCtrl argument 'start'"),
-        ([True] * 22, "MasaCtrl takes at most 21 arguments"),
+        ([True] * 30, "MasaCtrl takes at most 29 arguments"),
         ({"enabled": True, "mask_mode": "words"}, "mask mode 'words' is not known: use one of none, subject words"),
         ({"enabled": True, "mask_mode": "subject words"}, "need at least one source subject word"),
         ({"enabled": True, "mask_mode": "uploaded masks", "source_mask": 1}, "need both a source mask and a target mask"),
@@ -74,9 +77,27 @@ def test_infotext_omits_defaults_but_keeps_the_switch_and_the_resolved_start_lay
 
 def test_sources_get_the_source_prompt_and_targets_share_their_source_seed():
     prompts = ["t"] * 8
-    assert pair_prompts(prompts, 4, "s") == ["s", "s", "t", "t", "s", "s", "t", "t"]
-    assert pair_prompts(prompts, 4, "") == prompts
-    assert share_seeds([10, 11, 12, 13, 20, 21, 22, 23], 4) == [10, 11, 10, 11, 20, 21, 20, 21]
+    pairs = Pairing.halves(4)
+    assert pair_prompts(prompts, pairs, "s") == ["s", "s", "t", "t", "s", "s", "t", "t"]
+    assert pair_prompts(prompts, pairs, "") == prompts
+    assert pair_prompts(prompts, pairs, "", empty_is_main=False) == ["", "", "t", "t", "", "", "t", "t"]
+    assert pairs.seeds([10, 11, 12, 13, 20, 21, 22, 23]) == [10, 11, 10, 11, 20, 21, 20, 21]
+
+
+def test_one_source_repeats_its_source_and_numbers_the_targets_over_the_generation():
+    sequence = Pairing.of("one source", 4)
+    assert sequence.reads_from == (None, 0, 0, 0) and sequence.sources == [0] and sequence.targets == [1, 2, 3]
+    assert [sequence.target_number(i) for i in range(8)] == [None, 0, 1, 2, None, 3, 4, 5]
+    assert sequence.seeds([10, 11, 12, 13, 20, 21, 22, 23]) == [10] * 8
+    lines = ["walk 1", "walk 2", "walk 3", "walk 4", "walk 5", "walk 6"]
+    assert pair_prompts(["t"] * 8, sequence, "s", lines) == ["s", *lines[:3], "s", *lines[3:]]
+    assert pair_prompts(["t"] * 8, sequence, "", ["run"]) == ["t", "run", "run", "run", "t", "run", "run", "run"]
+    with pytest.raises(SettingsError, match="4 target prompts were given for the 6 targets of this generation"):
+        pair_prompts(["t"] * 8, sequence, "s", lines[:4])
+    assert sequence.shown(0, every_source=False) == [0, 1, 2, 3] and sequence.shown(1, every_source=False) == [1, 2, 3]
+    assert sequence.shown(1, every_source=True) == [0, 1, 2, 3] and Pairing.halves(4).shown(1, False) == [0, 1, 2, 3]
+    with pytest.raises(Exception, match="needs a batch size of at least 2"):
+        Pairing.of("one source", 1)
 
 
 def test_controlnet_assignments_for_all_units_or_per_unit():

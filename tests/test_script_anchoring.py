@@ -202,13 +202,14 @@ def test_the_setting_is_in_the_infotext_and_pasted_back(host):
     assert ("MasaCtrl inversion reads", "masactrl_inversion_reads", "current level") in overrides
 
 
-def test_the_api_takes_it_as_the_last_positional_arg(host):
+def test_the_api_takes_it_as_positional_arg_20(host):
     import json
 
-    from lib_masactrl.fields import FIELDS
+    from lib_masactrl.fields import FIELD_NAMES, FIELDS
 
     args = [field.default for field in FIELDS]
-    args[0], args[-1] = True, False
+    assert FIELD_NAMES.index("follow_inversion") == 20  # after the args that existed before it (README)
+    args[0], args[20] = True, False
     status, body = host.api_img2img({
         "init_images": [encoded(photo())], "prompt": TARGET, "steps": 4, "width": 64,
         "height": 64, "batch_size": 2, "denoising_strength": 1.0, "sampler_name": "Euler",

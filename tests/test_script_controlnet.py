@@ -60,9 +60,13 @@ CONTROLNET_SCRIPT = '''
 """Stand-in of the ControlNet extension's script for tests/test_script_controlnet.py; written from
 Mikubill/sd-webui-controlnet v1.1.455 scripts/controlnet.py (Script) and scripts/hook.py."""
 
+from types import SimpleNamespace
+
 import gradio as gr
+import numpy as np
 import torch
 from controlnet_standin import UnetHook as StandInUnetHook
+from PIL import Image
 from controlnet_standin import clear_all_secondary_control_models, unit_params
 
 from modules import script_callbacks, scripts
@@ -79,7 +83,7 @@ SEPARATE_BATCH_OPTION = "Each ControlNet unit for each image in a batch"
 POSITIVE_MARK_TOKEN = 1024
 NEGATIVE_MARK_TOKEN = -POSITIVE_MARK_TOKEN
 MARK_EPS = 1e-3
-UNIT_KEYS = ("enabled", "model", "type", "hint")
+UNIT_KEYS = ("enabled", "model", "type", "hint", "resize_mode")
 
 
 def prompt_context_is_marked(x):
@@ -140,6 +144,7 @@ class Script(scripts.Script):
     def __init__(self):
         super().__init__()
         self.latest_network = None
+        self.enabled_units = []
         self.ui_batch_option_state = [DEFAULT_BATCH_OPTION, False]
         self.networks = []  # test instrumentation: every network built, newest last
 
@@ -164,6 +169,11 @@ class Script(scripts.Script):
             self.latest_network.restore()
         clear_all_secondary_control_models(unet)
         enabled = [unit for unit in units if unit is not None and unit.get("enabled", True)]
+        # Script.enabled_units: the enabled units in tab order, as their ControlParams are built
+        self.enabled_units = [
+            SimpleNamespace(module=unit.get("module", "none"), resize_mode=unit.get("resize_mode", "Crop and Resize"))
+            for unit in enabled
+        ]
         batch_option_uint_separate = self.ui_batch_option_state[0] == SEPARATE_BATCH_OPTION
         batch_option_style_align = self.ui_batch_option_state[1]
         if not enabled and not batch_option_style_align:
@@ -183,6 +193,29 @@ class Script(scripts.Script):
             batch_option_uint_separate=batch_option_uint_separate,
             batch_option_style_align=batch_option_style_align,
         )
+
+    @staticmethod
+    def detectmap_proc(detected_map, module, resize_mode, h, w):
+        # Script.detectmap_proc: the map at h x w by the resize mode, as a (1, 3, h, w) tensor in
+        # 0..1 (get_pytorch_control) and as the array; the real one resizes with cv2 and its
+        # "high quality" rules for binary and one-pixel-edge maps, and fills with the border median
+        image = Image.fromarray(np.ascontiguousarray(detected_map[..., :3]))
+        if resize_mode == "Just Resize":
+            image = image.resize((w, h), Image.BICUBIC)
+        elif resize_mode == "Resize and Fill":
+            k = min(h / image.height, w / image.width)
+            inner = image.resize((round(image.width * k), round(image.height * k)), Image.BICUBIC)
+            border = np.concatenate([detected_map[0], detected_map[-1], detected_map[:, 0], detected_map[:, -1]])
+            image = Image.new("RGB", (w, h), tuple(int(c) for c in np.median(border, axis=0)[:3]))
+            image.paste(inner, ((w - inner.width) // 2, (h - inner.height) // 2))
+        else:  # "Crop and Resize"
+            k = max(h / image.height, w / image.width)
+            image = image.resize((round(image.width * k), round(image.height * k)), Image.BICUBIC)
+            left, top = (image.width - w) // 2, (image.height - h) // 2
+            image = image.crop((left, top, left + w, top + h))
+        detected = np.asarray(image).copy()
+        control = torch.from_numpy(detected).float().div(255.0).permute(2, 0, 1)[None].clone()
+        return control, detected
 
     def postprocess(self, p, processed, *args):
         clear_all_secondary_control_models(p.sd_model.model.diffusion_model)
@@ -579,3 +612,91 @@ def test_units_stay_on_the_targets_in_an_uncontrolled_hires_pass(host, models):
     for call in network.residual_log:
         assert reached_rows(call[0]) == TARGET_ROWS
     assert "MasaCtrl: " not in processed.comments
+
+
+# --- 8. control maps for a sequence's targets -----------------------------------------------
+
+
+def sequence_args(**values):
+    """The accordion's values in FIELDS order for a one-source sequence controlled from step 0."""
+    from lib_masactrl.fields import FIELDS
+
+    changed = {"enabled": True, "source_prompt": SOURCE, "start_step": 0, "start_layer": 0, "layout": "one source",
+               "animation": "none", **values}
+    return [changed.get(field.name, field.default) for field in FIELDS]
+
+
+def control_map(seed, size=(64, 64)):
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8))
+
+
+def test_each_control_map_conditions_only_its_target(host, unet, models):
+    before_state = generate(host, None, [unit(models.cn, 0)]) and unet_state(unet)
+    maps = [control_map(seed) for seed in (1, 2, 3)]
+    count = len(controlnet_script(host).networks)
+    first = generate(host, sequence_args(control_maps=maps), [unit(models.cn, 0)], batch_size=4)
+    network = last_network(host, count)
+    other = generate(host, sequence_args(control_maps=[maps[0], control_map(9), maps[2]]), [unit(models.cn, 0)], batch_size=4)
+    own = generate(host, sequence_args(), [unit(models.cn, 0)], batch_size=4)
+    a, b, c = first.standin_latents, other.standin_latents, own.standin_latents
+    assert torch.equal(a[0], b[0]) and torch.equal(a[0], c[0])  # the source: no unit, no map
+    assert torch.equal(a[1], b[1]) and torch.equal(a[3], b[3])  # the other targets keep their maps
+    assert not torch.allclose(a[2], b[2], atol=1e-3)  # the target whose map changed
+    assert all(not torch.allclose(a[i], c[i], atol=1e-3) for i in (1, 2, 3))  # maps, not the unit's own image
+    for call in network.residual_log:
+        assert reached_rows(call[0]) == [1, 2, 3, 5, 6, 7]  # the targets' cond and uncond rows
+    assert "MasaCtrl: " not in first.comments
+    generate(host, None, [unit(models.cn, 0)])
+    assert unet_state(unet) == before_state
+
+
+def test_control_maps_follow_the_sequence_over_batches_and_take_the_units_resize_mode(host, models, tmp_path):
+    for number, seed in enumerate((1, 2, 3, 4, 5, 6)):
+        control_map(seed, size=(48, 32)).save(tmp_path / f"frame_{number:02}.png")
+    folder = generate(host, sequence_args(control_maps_folder=str(tmp_path)), [unit(models.cn, 0)], batch_size=4, n_iter=2)
+    maps = [control_map(seed, size=(48, 32)) for seed in (1, 2, 3, 4, 5, 6)]
+    uploads = generate(host, sequence_args(control_maps=maps), [unit(models.cn, 0)], batch_size=4, n_iter=2)
+    assert torch.equal(folder.standin_latents, uploads.standin_latents)
+    assert folder.standin_latents.shape[0] == 7  # the source once, then targets 1-6
+    stretched = generate(host, sequence_args(control_maps=maps), [unit(models.cn, 0, resize_mode="Just Resize")],
+                         batch_size=4, n_iter=2)
+    assert not torch.allclose(stretched.standin_latents[1:], uploads.standin_latents[1:], atol=1e-3)
+
+
+@pytest.mark.parametrize("case, message", [
+    ("too few", "2 control maps were given for the 3 targets of this generation"),
+    ("mixed sizes", "the control maps must all have one size"),
+    ("missing folder", "does not exist"),
+    ("second unit", "the control maps go to ControlNet unit 2, but 1 unit is enabled"),
+    ("no unit", "the control maps go to ControlNet unit 1, but 0 units are enabled"),
+])
+def test_control_maps_that_cannot_be_used_stop_with_a_message(host, unet, models, case, message):
+    maps = [control_map(seed) for seed in (1, 2, 3)]
+    values = {
+        "too few": dict(control_maps=maps[:2]),
+        "mixed sizes": dict(control_maps=[maps[0], control_map(2, size=(32, 32)), maps[2]]),
+        "missing folder": dict(control_maps_folder="/no/such/folder"),
+        "second unit": dict(control_maps=maps, control_maps_unit=2),
+        "no unit": dict(control_maps=maps),
+    }[case]
+    units = [] if case == "no unit" else [unit(models.cn, 0)]
+    with pytest.raises(Exception) as error:
+        generate(host, sequence_args(**values), units, batch_size=4)
+    assert message in str(error.value) and "Nothing was generated" in str(error.value)
+    generate(host, None, [unit(models.cn, 0)])
+    assert not any(_is_ours(p.control_model) for net in controlnet_script(host).networks for p in net.built_params)
+
+
+def test_control_maps_without_controlnet_stop_with_a_message(unet):
+    host = start_host(unet)
+    try:
+        with pytest.raises(Exception) as error:
+            host.txt2img(TARGET, steps=STEPS, width=64, height=64, batch_size=4,
+                         script_args={"MasaCtrl": sequence_args(control_maps=[control_map(1)] * 3)})
+    finally:
+        host.teardown()
+    assert "control maps need the ControlNet extension" in str(error.value)

@@ -162,7 +162,7 @@ def test_batch_count_repeats_the_pairing_and_infotexts_round_trip(host):
     values = host.script_values_from_infotext(infotexts[1], "MasaCtrl")
     assert values == [
         True, SOURCE, "union", 3, 5, 12, 15, True, "targets", "", True, 1.0, True, "none", "", "", 0.1, False, None, None,
-        True,
+        True, "pairs", "", False, None, "", 1, "webp", 8,
     ]
 
 
@@ -173,11 +173,13 @@ def test_the_ui_returns_components_in_api_order(host):
         "MasaCtrl", "Source prompt", "Mode", "Start step", "End step", "Start layer", "End layer", "Apply during hires fix",
         "ControlNet units apply to", "Per enabled unit", "Invert the init image", "Inversion CFG scale",
         "Show reconstruction", "Masks", "Source subject words", "Target subject words", "Mask threshold",
-        "Show masks", "Source mask", "Target mask", "Source follows the inversion",
+        "Show masks", "Source mask", "Target mask", "Source follows the inversion", "Layout", "Target prompts, one per line",
+        "Show the source of every batch", "Control maps, one per target", "Control maps folder",
+        "ControlNet unit for the maps", "Animation", "Frames per second",
     ]
     assert host.default_script_args()[script.args_from:script.args_to] == [
         False, "", "mutual", 4, 150, -1, 70, False, "targets", "", True, 1.0, True, "none", "", "", 0.1, False, None, None,
-        True,
+        True, "pairs", "", False, None, "", 1, "webp", 8,
     ]
 
 

@@ -125,3 +125,18 @@ def test_before_a_model_is_loaded_the_sliders_take_every_models_range():
 
     start, end = _layer_options(None)
     assert start["maximum"] == MAX_LAYERS - 1 and "loaded model" in start["info"]
+
+
+@pytest.mark.parametrize("is_img2img", [False, True], ids=["txt2img", "img2img"])
+def test_the_sequence_controls_show_with_the_one_source_layout_and_the_maps_with_controlnet(host, is_img2img):
+    layout = control(host, "layout", is_img2img)
+    every_source = control(host, "show_every_source", is_img2img)
+    animation_row = container(control(host, "animation", is_img2img), "Row")
+    assert container(control(host, "fps", is_img2img), "Row") is animation_row
+    assert (every_source.visible, animation_row.visible) == (False, False)
+    [(update, outputs)] = handlers(tab_blocks(is_img2img), layout, "change")
+    assert outputs == [every_source, animation_row]
+    assert [part["visible"] for part in update("one source")] == [True, True]
+    assert [part["visible"] for part in update("pairs")] == [False, False]
+    # this host has no ControlNet extension: the control maps row stays hidden
+    assert container(control(host, "control_maps", is_img2img), "Row").visible is False

@@ -46,18 +46,20 @@ def _randomise(module: nn.Module, seed: int) -> nn.Module:
     return module.eval().requires_grad_(False)
 
 
-def sd15_unet(seed: int = 0, context_dim: int = 768) -> UNetModel:
+def sd15_unet(seed: int = 0, context_dim: int = 768, model_channels: int = 32) -> UNetModel:
+    """``model_channels=320`` gives SD1.5's full size (860M parameters, eight heads per layer)."""
     state = _seeded(seed)
+    heads = {"num_heads": 8} if model_channels == 320 else {"num_head_channels": 8}
     try:
         unet = UNetModel(
             image_size=32,
             in_channels=4,
             out_channels=4,
-            model_channels=32,
+            model_channels=model_channels,
             attention_resolutions=[4, 2, 1],
             num_res_blocks=2,
             channel_mult=[1, 2, 4, 4],
-            num_head_channels=8,
+            **heads,
             use_spatial_transformer=True,
             transformer_depth=1,
             context_dim=context_dim,
@@ -138,8 +140,8 @@ class SgmStyleSpatialTransformer(ldm_attention.SpatialTransformer):
         return x + x_in
 
 
-# Transformer depth of SDXL's spatial transformers, by the channel count of their level.
-_SDXL_DEPTH_BY_LEVEL = {1: 2, 2: 10}
+# Transformer depth of SDXL's spatial transformers, by their level's channel multiplier.
+_SDXL_DEPTH_BY_MULTIPLIER = {2: 2, 4: 10}
 
 
 def _use_sgm_style_blocks(unet: UNetModel, context_dim: int, depth: Callable[[int], int]) -> None:
@@ -155,25 +157,26 @@ def _use_sgm_style_blocks(unet: UNetModel, context_dim: int, depth: Callable[[in
             )
 
 
-def sdxl_unet(seed: int = 0, context_dim: int = 2048) -> UNetModel:
+def sdxl_unet(seed: int = 0, context_dim: int = 2048, model_channels: int = 32) -> UNetModel:
+    """``model_channels=320`` gives SDXL's full-size transformer layout (heads of 64 channels)."""
     state = _seeded(seed)
     try:
         unet = UNetModel(
             image_size=32,
             in_channels=4,
             out_channels=4,
-            model_channels=32,
+            model_channels=model_channels,
             attention_resolutions=[2, 4],
             num_res_blocks=2,
             channel_mult=[1, 2, 4],
-            num_head_channels=8,
+            num_head_channels=64 if model_channels == 320 else 8,
             use_spatial_transformer=True,
             transformer_depth=1,
             context_dim=context_dim,
             use_linear_in_transformer=True,
             legacy=False,
         )
-        _use_sgm_style_blocks(unet, context_dim, lambda dim: _SDXL_DEPTH_BY_LEVEL[{64: 1, 128: 2}[dim]])
+        _use_sgm_style_blocks(unet, context_dim, lambda dim: _SDXL_DEPTH_BY_MULTIPLIER[dim // model_channels])
     finally:
         torch.random.set_rng_state(state)
     return _randomise(unet, seed)

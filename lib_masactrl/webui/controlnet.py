@@ -1,14 +1,26 @@
 """The ControlNet extension (Mikubill/sd-webui-controlnet), found without importing any of its
-code: by its script file and title, and through the attributes its script keeps."""
+code: by its script file and title, and through the attributes its script keeps; and the control
+maps a sequence gives one of its units, one per target."""
 
 from __future__ import annotations
 
+import base64
+import io
 import os
-from typing import Any
+from typing import Any, List, Sequence, Tuple
+
+import numpy as np
+import torch
+from PIL import Image
 
 from modules import scripts
 
-from ..controlnet_rows import Assignment, release_units
+from ..controlnet_rows import Assignment, UnitMaps, release_units
+from ..fields import ScriptArgs
+from ..pairing import Pairing
+from ..settings import SettingsError
+
+MAP_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
 # ControlNet's batch option that gives unit i to image i (its scripts/enums.py, BatchOption.SEPARATE)
 SEPARATE = "Each ControlNet unit for each image in a batch"
@@ -47,3 +59,84 @@ def release(p: Any) -> None:
     network = network_of(p)
     if network is not None:
         release_units(network)
+
+
+def load_maps(args: ScriptArgs) -> List[np.ndarray]:
+    """The control maps as RGB arrays, in order: the uploads (files from the UI, base64 images from
+    the API), else the folder's images in file name order. Raises :class:`SettingsError` for a
+    map that cannot be read, a missing or empty folder, or maps of more than one size."""
+    if args.control_maps:
+        maps = [(f"map {number}", _read(item)) for number, item in enumerate(args.control_maps, 1)]
+    else:
+        folder = os.path.expanduser(args.control_maps_folder.strip())
+        if not os.path.isdir(folder):
+            raise SettingsError(f"the control maps folder {folder!r} does not exist")
+        names = sorted(name for name in os.listdir(folder) if name.lower().endswith(MAP_EXTENSIONS))
+        if not names:
+            raise SettingsError(f"the control maps folder {folder!r} holds no images ({', '.join(MAP_EXTENSIONS)})")
+        maps = [(name, _read(os.path.join(folder, name))) for name in names]
+    sizes = {image.size for _, image in maps}
+    if len(sizes) > 1:
+        listed = "; ".join(f"{name}: {image.width}x{image.height}" for name, image in maps)
+        raise SettingsError(f"the control maps must all have one size, as the frames of one sequence: {listed}")
+    return [np.asarray(image.convert("RGB")) for _, image in maps]
+
+
+def _read(item: Any) -> Image.Image:
+    """One map: a PIL image, a file from gradio's upload box (it has the file's ``name``), a path,
+    or a base64 image (with or without a data URL prefix)."""
+    if isinstance(item, Image.Image):
+        return item
+    path = getattr(item, "name", None) or (item.get("name") if isinstance(item, dict) else None)
+    try:
+        if isinstance(path, str):
+            return Image.open(path)
+        if isinstance(item, str):
+            if os.path.isfile(item):
+                return Image.open(item)
+            return Image.open(io.BytesIO(base64.b64decode(item.split(",", 1)[-1])))
+    except (OSError, ValueError):
+        pass
+    raise SettingsError("a control map must be an image file or a base64-encoded image")
+
+
+def check_map_count(maps: Sequence[np.ndarray], pairing: Pairing, images: int) -> str | None:
+    """Refuses too few maps for the targets of a generation of ``images`` images; returns a note
+    when some maps go unused."""
+    targets = pairing.targets_in(images)
+    if len(maps) < targets:
+        raise SettingsError(
+            f"{len(maps)} control maps were given for the {targets} targets of this generation (batch size x batch "
+            "count): give one map per target, or make fewer targets"
+        )
+    if len(maps) > targets:
+        return f"{len(maps)} control maps were given for {targets} targets: maps {targets + 1}-{len(maps)} are not used"
+    return None
+
+
+def unit_maps(p: Any, pairing: Pairing, args: ScriptArgs, maps: Sequence[np.ndarray]) -> UnitMaps:
+    """The maps of this batch's targets for the chosen unit, resized as that unit resizes its own
+    image: ControlNet's ``detectmap_proc`` with the unit's preprocessor and resize mode, at the size
+    of the hint it uses in each pass."""
+    script = script_of(p)
+    index = args.control_maps_unit - 1
+    units = getattr(script, "enabled_units", None) or []
+    resize = getattr(script, "detectmap_proc", None)
+    if script is None:
+        raise SettingsError("control maps need the ControlNet extension, which is not installed")
+    if resize is None:
+        raise SettingsError("this version of the ControlNet extension cannot resize control maps (no detectmap_proc)")
+    if index >= len(units):
+        raise SettingsError(
+            f"the control maps go to ControlNet unit {index + 1}, but {len(units)} unit"
+            f"{'s are' if len(units) != 1 else ' is'} enabled: enable it with any of the maps as its image"
+        )
+    unit = units[index]
+    batch = getattr(p, "iteration", 0) * len(pairing)
+    images = {image: pairing.target_number(batch + image) for image in pairing.targets}
+
+    def hint(number: int, size: Tuple[int, int], like: torch.Tensor) -> torch.Tensor:
+        control, _ = resize(maps[number], unit.module, unit.resize_mode, size[0], size[1])
+        return control.to(device=like.device, dtype=like.dtype)
+
+    return UnitMaps(index, images, hint)

@@ -13,13 +13,13 @@ from typing import Any, Dict, List, Sequence
 
 from modules import sd_unet, shared
 
-from ..fields import FIELDS, ControlNetScope, parse_args
+from ..fields import FIELDS, Animation, ControlNetScope, parse_args
 from ..inversion import InversionInterrupted
 from ..layout import LayoutError
 from ..patching import detach_all, stop_on_next_call
-from ..session import GenerationSession, pair_prompts, share_seeds
+from ..session import GenerationSession, pair_prompts
 from ..settings import SettingsError
-from . import controlnet, infotext, inversion, masks, model, sampling, xyz
+from . import animation, controlnet, infotext, inversion, masks, model, sampling, xyz
 from .messages import MasaCtrlInputError, record_notes, tell_user
 
 logger = logging.getLogger("masactrl")
@@ -27,6 +27,7 @@ logger = logging.getLogger("masactrl")
 SESSION_ATTRIBUTE = "masactrl_session"
 CLEANUP_ATTRIBUTE = "masactrl_cleanup_on_close"
 NOISE_WATCH_ATTRIBUTE = "masactrl_noise_watch"
+MAPS_ATTRIBUTE = "masactrl_control_maps"
 
 
 def session_of(p: Any) -> GenerationSession | None:
@@ -84,18 +85,52 @@ def _start(p: Any, unet: Any, args: Sequence[Any]) -> None:
         if problem:
             refuse(p, unet, problem)
             return
-    source_prompt = parsed.source_prompt
-    if source_prompt and getattr(p, "styles", None):
-        source_prompt = shared.prompt_styles.apply_styles_to_prompt(source_prompt, p.styles)
-    p.all_prompts = pair_prompts(p.all_prompts, batch_size, source_prompt, empty_is_main=not inverting)
-    if getattr(p, "all_hr_prompts", None):
-        p.all_hr_prompts = pair_prompts(p.all_hr_prompts, batch_size, source_prompt)
-    p.all_seeds = share_seeds(p.all_seeds, batch_size)
-    p.all_subseeds = share_seeds(p.all_subseeds, batch_size)
-    p.extra_generation_params.update(parsed.infotext(session.start_layer, inverted=inverting))
-    p.extra_generation_params[infotext.TARGET_PROMPT_KEY] = infotext.target_prompt_of_sources(session.pairing)
+    try:
+        _pair(p, session, inverting)
+        if parsed.uses_control_maps:
+            _load_maps(p, session, batch_size)
+    except SettingsError as error:
+        refuse(p, unet, str(error))
+        return
     setattr(p, SESSION_ATTRIBUTE, session)
     _cleanup_on_close(p, unet)
+
+
+def _pair(p: Any, session: GenerationSession, inverting: bool) -> None:
+    """Give every image its prompt and seed as the pairing says, and write the infotext."""
+    pairing, args = session.pairing, session.args
+    styles = getattr(p, "styles", None)
+
+    def styled(prompt: str) -> str:
+        return shared.prompt_styles.apply_styles_to_prompt(prompt, styles) if prompt and styles else prompt
+
+    main_prompts = list(p.all_prompts)
+    source_prompt = styled(args.source_prompt)
+    if pairing.repeats_sources and not source_prompt and not inverting:
+        source_prompt = main_prompts[0]  # every batch's source is the first batch's
+    lines = [styled(line) for line in args.target_prompt_lines]
+    hr_prompts = getattr(p, "all_hr_prompts", None)
+    p.all_prompts = pair_prompts(main_prompts, pairing, source_prompt, lines, empty_is_main=not inverting)
+    if hr_prompts:
+        p.all_hr_prompts = pair_prompts(hr_prompts, pairing, source_prompt, lines if hr_prompts == main_prompts else ())
+    p.all_seeds = pairing.seeds(p.all_seeds)
+    p.all_subseeds = pairing.seeds(p.all_subseeds)
+    # With target prompts the targets' own prompts are theirs, not the main prompt: the sources'
+    # prompt is recorded as it was used, so that pasting a target's parameters remakes the set.
+    used_source_prompt = p.all_prompts[pairing.sources[0]] if lines else None
+    p.extra_generation_params.update(args.infotext(session.start_layer, inverted=inverting, source_prompt=used_source_prompt))
+    p.extra_generation_params[infotext.TARGET_PROMPT_KEY] = infotext.main_prompt_of_sources(pairing, main_prompts)
+
+
+def _load_maps(p: Any, session: GenerationSession, batch_size: int) -> None:
+    """Read and check the control maps once for the generation."""
+    if controlnet.script_of(p) is None:
+        raise SettingsError("control maps need the ControlNet extension, which is not installed")
+    maps = controlnet.load_maps(session.args)
+    note = controlnet.check_map_count(maps, session.pairing, p.n_iter * batch_size)
+    if note:
+        session.note(note)
+    setattr(p, MAPS_ATTRIBUTE, maps)
 
 
 def refuse(p: Any, unet: Any, reason: str) -> None:
@@ -179,7 +214,9 @@ def _before_sampling(p: Any, session: GenerationSession, unet: Any, kwargs: Dict
     network = controlnet.network_of(p)
     assignments = controlnet.own_assignment(p) if session.args.controlnet == ControlNetScope.TARGETS else None
     guide = masks.guide_for(p, session) if controlled else None
-    session.start_pass(unet, controlled, steps, sampling.pass_name(p, hires, steps), network, assignments, guide)
+    loaded = getattr(p, MAPS_ATTRIBUTE, None)
+    maps = controlnet.unit_maps(p, session.pairing, session.args, loaded) if loaded else None
+    session.start_pass(unet, controlled, steps, sampling.pass_name(p, hires, steps), network, assignments, guide, maps)
     if inversion.inverts(p, session.args) and not hires:
         inversion.install(p, session, kwargs["x"], kwargs["noise"], kwargs["c"], kwargs["uc"], network)
         _watch_noise(p, session)
@@ -214,20 +251,28 @@ def after_sampling(p: Any, ps: Any) -> None:
 
 
 def drop_hidden_sources(p: Any, pp: Any) -> None:
-    """``postprocess_batch_list``: with "Show reconstruction" off, drop the sources (the
-    reconstructions) from the gallery and the saved files; the per-image lists must shrink with
-    them (scripts.py docstring)."""
+    """``postprocess_batch_list``: drop the sources the user does not see from the gallery and the
+    saved files: the reconstructions with "Show reconstruction" off, and a one-source layout's
+    repeated source after the first batch unless "Show the source of every batch" is on. The
+    per-image lists must shrink with them (scripts.py docstring)."""
     session = session_of(p)
-    if session is None or not _hides_sources(p, session):
+    if session is None:
         return
-    pp.images[:] = session.pairing.targets_only(pp.images[:len(session.pairing)])
+    shown = _shown(p, session, getattr(p, "iteration", 0))
+    if len(shown) == len(session.pairing):
+        return
+    pp.images[:] = [pp.images[image] for image in shown]
     for name in ("prompts", "negative_prompts", "seeds", "subseeds"):
-        setattr(p, name, session.pairing.targets_only(getattr(p, name)))
+        values = getattr(p, name)
+        setattr(p, name, [values[image] for image in shown])
 
 
-def _hides_sources(p: Any, session: GenerationSession) -> bool:
-    """Whether the sources are reconstructions the user asked not to see."""
-    return not session.args.show_reconstruction and inversion.inverts(p, session.args)
+def _shown(p: Any, session: GenerationSession, batch: int) -> List[int]:
+    """The images of batch ``batch`` a result shows."""
+    pairing = session.pairing
+    hidden_reconstructions = not session.args.show_reconstruction and inversion.inverts(p, session.args)
+    return [image for image in pairing.shown(batch, session.args.show_every_source)
+            if pairing.is_target(image) or not hidden_reconstructions]
 
 
 def end_batch(p: Any) -> None:
@@ -245,16 +290,25 @@ def finish(p: Any, processed: Any) -> None:
     if session is None:
         return
     session.close()
-    roles = [session.pairing.is_target(image) for image in range(len(session.pairing))]
-    if _hides_sources(p, session):
-        roles = [True] * roles.count(True)
+    size = len(session.pairing)
+    shown = {batch: set(_shown(p, session, batch)) for batch in range(p.n_iter)}
+    if any(len(images) < size for images in shown.values()):
         for name in ("all_prompts", "all_negative_prompts", "all_seeds", "all_subseeds"):
             values = getattr(processed, name, None)
             if values:
-                setattr(processed, name, session.pairing.targets_only(values))
+                setattr(processed, name, [value for i, value in enumerate(values)
+                                          if i % size in shown.get(i // size, shown[0])])
+    first = processed.index_of_first_image
+    roles = [session.pairing.is_target(image) for batch in range(p.n_iter) for image in _shown(p, session, batch)]
+    generated = processed.images[first:first + len(roles)]
     if session.args.show_masks:
         masks.show(p, processed, session)
-    xyz.show_batch_in_cell(p, processed, roles)
+    if session.pairing.repeats_sources and session.args.animation != Animation.NONE and roles.count(True) > 1:
+        infos = processed.infotexts[first:first + len(roles)]
+        frames = [image for image, is_target in zip(generated, roles) if is_target]
+        info = next(text for text, is_target in zip(infos, roles) if is_target)
+        animation.add(p, processed, frames, Animation.parse(session.args.animation), session.args.fps, info)
+    xyz.show_batch_in_cell(p, processed, [session.pairing.is_target(image) for image in _shown(p, session, 0)])
     for text in _publish(p, session):
         if text not in (processed.comments or ""):
             processed.comments = f"{processed.comments or ''}{text}\n"

@@ -11,17 +11,18 @@ from . import options
 TARGET_PROMPT_KEY = "MasaCtrl target prompt"
 
 
-def target_prompt_of_sources(pairing: Pairing) -> Callable[..., str | None]:
-    """Infotext value for source images: the main prompt, which their targets have. A source
-    image's own prompt is the source prompt, so pasting its parameters would otherwise make the
-    source prompt the main prompt. ``create_infotext`` calls it with its locals (``all_prompts``,
-    ``index``)."""
+def main_prompt_of_sources(pairing: Pairing, main_prompts: Sequence[str]) -> Callable[..., str | None]:
+    """Infotext value for source images: the main prompt they replaced. A source image's own prompt
+    is the source prompt, so pasting its parameters would otherwise make the source prompt the
+    main prompt. ``create_infotext`` calls it with its locals: ``all_prompts`` is one batch's
+    prompts (with ``index`` in the batch, ``p.iteration`` the batch) or the whole generation's."""
 
-    def value(all_prompts: Sequence[str] | None = None, index: int = 0, **_: Any) -> str | None:
+    def value(p: Any = None, all_prompts: Sequence[str] | None = None, index: int = 0, **_: Any) -> str | None:
         if not all_prompts or len(all_prompts) % len(pairing) or pairing.is_target(index):
             return None
-        reader = pairing.reader_of(index)
-        return None if reader is None else all_prompts[reader]
+        if len(all_prompts) != len(main_prompts):
+            index += getattr(p, "iteration", 0) * len(all_prompts)
+        return main_prompts[index] if index < len(main_prompts) else None
 
     return value
 

@@ -16,8 +16,21 @@ import gradio as gr
 from modules import shared
 from modules.ui_components import InputAccordion
 
-from ..fields import AUTO_LAYER, FIELD_BY_NAME, FIELDS, MAX_INVERSION_CFG, MAX_LAYERS, MAX_STEPS, ControlNetScope, MaskMode
+from ..fields import (
+    AUTO_LAYER,
+    FIELD_BY_NAME,
+    FIELDS,
+    MAX_CONTROLNET_UNITS,
+    MAX_FPS,
+    MAX_INVERSION_CFG,
+    MAX_LAYERS,
+    MAX_STEPS,
+    Animation,
+    ControlNetScope,
+    MaskMode,
+)
 from ..layers import LayerMap
+from ..pairing import Layout
 from ..settings import Mode, default_start_layer
 from . import controlnet, model
 
@@ -99,6 +112,20 @@ def build(elem_id: ElemId, is_img2img: bool) -> Accordion:
             with gr.Row(visible=shown["uploads"]["visible"]) as uploads:
                 ui.control(gr.Image, "source_mask", type="pil", image_mode="L", tool="sketch")
                 ui.control(gr.Image, "target_mask", type="pil", image_mode="L", tool="sketch")
+        with gr.Accordion(label="Layout and sequences", open=False):
+            with gr.Row():
+                layout = ui.choice("layout", Layout)
+                every_source = ui.control(gr.Checkbox, "show_every_source", visible=False)
+            ui.control(gr.Textbox, "target_prompts", lines=3,
+                       placeholder="One prompt per target, in order (or one for all); empty: the main prompt")
+            with gr.Row(visible=False) as animation_row:
+                ui.choice("animation", Animation)
+                ui.control(gr.Slider, "fps", minimum=1, maximum=MAX_FPS, step=1)
+            with gr.Row(visible=controlnet.installed()):
+                ui.control(gr.File, "control_maps", file_count="multiple", file_types=["image"])
+                with gr.Column():
+                    ui.control(gr.Textbox, "control_maps_folder", placeholder="a folder of map images, in name order")
+                    ui.control(gr.Slider, "control_maps_unit", minimum=1, maximum=MAX_CONTROLNET_UNITS, step=1)
         refresh = gr.Button(visible=False, elem_id=elem_id(REFRESH_LAYERS))
     scope.change(
         fn=lambda value: gr.update(visible=value == ControlNetScope.PER_UNIT.value),
@@ -107,6 +134,10 @@ def build(elem_id: ElemId, is_img2img: bool) -> Accordion:
     mask_mode.change(
         fn=lambda value: tuple(mask_visibility(value).values()),
         inputs=[mask_mode], outputs=[ui.made["show_masks"], words, uploads], show_progress=False,
+    )
+    layout.change(
+        fn=lambda value: (gr.update(visible=value == Layout.ONE_SOURCE.value),) * 2,
+        inputs=[layout], outputs=[every_source, animation_row], show_progress=False,
     )
     if is_img2img:
         invert.change(

@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import copy
 import os
+import shutil
 import sys
+import tempfile
 from collections import namedtuple
 from types import SimpleNamespace
 
@@ -89,6 +91,12 @@ def _common_args(arguments):
     return {name: arguments[name] for name in _COMMON_ARGS}
 
 
+OUTPUT_FOLDER_OPTIONS = (
+    "outdir_txt2img_samples", "outdir_img2img_samples", "outdir_txt2img_grids", "outdir_img2img_grids",
+)
+"""Output folders (shared_options.py) pointed into the host's temporary folder while it lives."""
+
+
 class WebUIHost:
     """See the module docstring.
 
@@ -125,6 +133,11 @@ class WebUIHost:
             sd_samplers_common.install()
             sd_hijack.install()
 
+            # The install's output folders, where the WebUI writes what it saves (the stand-in's
+            # save_image writes nothing, but an extension may write files there itself).
+            self.outputs = tempfile.mkdtemp(prefix="standin-webui-outputs-")
+            for key in OUTPUT_FOLDER_OPTIONS:
+                setattr(shared.opts, key, os.path.join(self.outputs, shared.opts.data_labels[key].default.split("/")[-1]))
             for key, value in (options or {}).items():
                 setattr(shared.opts, key, value)
             shared.opts.cross_attention_optimization = optimization
@@ -200,6 +213,8 @@ class WebUIHost:
             call_queue.last_ui_exception = None
             images.saved_images.clear()
             self._forget_extension_modules(saved["modules"])
+            if getattr(self, "outputs", None):
+                shutil.rmtree(self.outputs, ignore_errors=True)
             sd_samplers.get_sampler_and_scheduler.cache_clear()
 
             ldm_attention.CrossAttention.forward = saved["crossattn_forward"]

@@ -1,5 +1,6 @@
 """Mirrors the parts of modules/images.py processing and the X/Y/Z plot use: image_grid,
-GridAnnotation + draw_grid_annotations, resize_image, flatten, fix_image, save_image.
+GridAnnotation + draw_grid_annotations, resize_image, flatten, fix_image, save_image,
+get_next_sequence_number.
 
 Grid annotations use Pillow's default font at the requested size (the real one loads Roboto, or
 opts.font) and multiline_textbbox where the real one calls multiline_textsize (gone in Pillow 10).
@@ -9,6 +10,7 @@ look at what the real host would have saved) and fires the before/after image-sa
 only upscalers are PIL resizes ("None", "Lanczos", "Nearest"), as in a WebUI without upscaler models."""
 
 import math
+import os
 from collections import namedtuple
 
 from PIL import Image, ImageColor, ImageDraw, ImageFont, ImageOps
@@ -247,6 +249,21 @@ def fix_image(image):
 
 def read(fp, **kwargs):
     return fix_image(Image.open(fp, **kwargs))
+
+
+def get_next_sequence_number(path, basename):
+    # mirrors images.get_next_sequence_number: one more than the largest number that starts a file
+    # name in ``path`` (after "basename-"), 0 for none
+    result = -1
+    prefix = f"{basename}-" if basename != "" else ""
+    for name in os.listdir(path):
+        if name.startswith(prefix):
+            first = os.path.splitext(name[len(prefix):])[0].split("-")[0]
+            try:
+                result = max(int(first), result)
+            except ValueError:
+                pass
+    return result + 1
 
 
 def save_image(

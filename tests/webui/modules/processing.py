@@ -938,8 +938,14 @@ def process_images_inner(p: StableDiffusionProcessing) -> Processed:
                 p.negative_prompts = p.all_negative_prompts[n * p.batch_size : (n + 1) * p.batch_size]
 
                 batch_params = scripts.PostprocessBatchListArgs(list(x_samples_ddim))
+                decoded = list(batch_params.images)
                 p.scripts.postprocess_batch_list(p, batch_params, batch_number=n)
                 x_samples_ddim = batch_params.images
+                if batch_latents is not None:
+                    # stand-in: keep the latents of the images a script kept, found by identity
+                    kept = [next((j for j, image in enumerate(decoded) if image is x), None) for x in x_samples_ddim]
+                    if None not in kept:
+                        batch_latents = batch_latents[kept]
 
             def infotext(index=0, use_main_prompt=False):
                 return create_infotext(
