@@ -16,19 +16,16 @@ from the allocations and frees torch's profiler records, on CUDA torch's own pea
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
 import pathlib
 import statistics
 import sys
 import time
-from typing import Iterator
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
+import measure  # noqa: E402
 import torch  # noqa: E402
-from torch.profiler import ProfilerActivity, profile  # noqa: E402
 from unet_shapes import add_arguments, build  # noqa: E402
 
 import ldm.modules.attention as ldm_attention  # noqa: E402
@@ -72,19 +69,14 @@ def inputs(rows: int, latent: int, device: str, dtype: str, context_dim: int):
     return x, t, context, layout
 
 
-def sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
 def time_call(unet, attachment, layout, x, t, context, device: str) -> float:
     if attachment is not None:
         attachment.controller.begin_step(10, layout)
-    sync(device)
+    measure.sync(device)
     start = time.perf_counter()
     with torch.no_grad():
         unet(x, t, context=context)
-    sync(device)
+    measure.sync(device)
     return time.perf_counter() - start
 
 
@@ -109,48 +101,18 @@ def measure_times(kind: str, latent: int, rows: int, repeats: int, device: str, 
     return results
 
 
-@contextlib.contextmanager
-def native_stderr_silenced() -> Iterator[None]:
-    """The profiler's native library (Kineto) logs every start and stop, and on a machine without
-    a GPU a device-count error, straight to the process's stderr, between the table's rows."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
 def peak_memory(kind: str, latent: int, rows: int, mode: str, start_layer: int, device: str, dtype: str) -> float:
     """Extra peak memory of one U-Net call in bytes (mode "plain" for no control)."""
     unet, context_dim = build(kind, device, dtype)
     x, t, context, layout = inputs(rows, latent, device, dtype, context_dim)
-    attachment = None
-    if mode != "plain":
-        attachment = attach_mode(unet, mode, start_layer)
+    if mode == "plain":
+        with torch.no_grad():
+            return measure.peak_memory(lambda: unet(x, t, context=context), device)
+    with attach_mode(unet, mode, start_layer) as attachment, torch.no_grad():
         attachment.controller.begin_step(10, layout)
-        with torch.no_grad():
-            unet(x, t, context=context)  # a previous call, whose maps the measured call's masks use
+        unet(x, t, context=context)  # a previous call, whose maps the measured call's masks use
         attachment.controller.begin_step(11, layout)
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-        with torch.no_grad():
-            unet(x, t, context=context)
-        torch.cuda.synchronize()
-        return float(torch.cuda.max_memory_allocated() - base)
-    with torch.no_grad(), native_stderr_silenced(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        unet(x, t, context=context)
-    leaves = sorted((e.time_range.start, e.self_cpu_memory_usage) for e in prof.events() if not e.cpu_children)
-    current = peak = 0
-    for _, change in leaves:
-        current += change
-        peak = max(peak, current)
-    return float(peak)
+        return measure.peak_memory(lambda: unet(x, t, context=context), device)
 
 
 def main() -> None:

@@ -17,24 +17,21 @@ are larger than on a real checkpoint, and what counts is how they compare.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import pathlib
 import statistics
 import sys
 import time
-from typing import Iterator
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "tests" / "webui")]
 
+import measure  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from k_diffusion.external import CompVisDenoiser  # noqa: E402
 from k_diffusion.sampling import sample_dpmpp_2m, sample_euler, sample_heun  # noqa: E402
 from PIL import Image  # noqa: E402
 from tiny_unets import sd15_unet  # noqa: E402
-from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
 from lib_masactrl.inversion import invert  # noqa: E402
 
@@ -109,29 +106,9 @@ def error(host, init: InitLatent, sampler: str, steps: int, follow: bool) -> flo
     return float((source - init.latent).norm() / init.latent.norm())
 
 
-@contextlib.contextmanager
-def native_stderr_silenced() -> Iterator[None]:
-    """The profiler's native library logs its start and stop straight to the process's stderr."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
 def peak_memory(host, sampler: str, steps: int, follow: bool) -> float:
-    """High-water mark of tensor memory allocated during one edit, replayed from the profiler."""
-    with native_stderr_silenced(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        edit(host, sampler, steps, follow)
-    current = peak = 0
-    for _, change in sorted((e.time_range.start, e.self_cpu_memory_usage) for e in prof.events() if not e.cpu_children):
-        current += change
-        peak = max(peak, current)
-    return float(peak)
+    """High-water mark of tensor memory allocated during one edit."""
+    return measure.peak_memory(lambda: edit(host, sampler, steps, follow), "cpu")
 
 
 def main() -> None:

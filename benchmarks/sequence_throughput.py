@@ -15,6 +15,7 @@ import argparse
 import statistics
 import time
 
+import measure
 import torch
 from unet_shapes import add_arguments, build
 
@@ -24,11 +25,6 @@ from lib_masactrl.pairing import one_source, pair_halves
 TARGETS = (3, 7)
 
 
-def sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
 def timed_call(unet, attachment, layout, latent: int, context_dim: int, device: str, dtype: torch.dtype) -> float:
     rows = len(layout)
     generator = torch.Generator().manual_seed(0)
@@ -36,11 +32,11 @@ def timed_call(unet, attachment, layout, latent: int, context_dim: int, device: 
     context = torch.randn(rows, 77, context_dim, generator=generator).to(device, dtype)
     t = torch.full((rows,), 500, device=device)
     attachment.controller.begin_step(10, layout)
-    sync(device)
+    measure.sync(device)
     start = time.perf_counter()
     with torch.no_grad():
         unet(x, t, context=context)
-    sync(device)
+    measure.sync(device)
     return time.perf_counter() - start
 
 

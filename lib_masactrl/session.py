@@ -44,7 +44,6 @@ class GenerationSession:
         self.args = args
         self.settings = args.settings()
         self.pairing = Pairing.of(args.layout, batch_size)
-        self.batch_size = batch_size
         layer_map = LayerMap.from_unet(unet)
         self.schedule = self.settings.schedule(len(layer_map), None, layer_map.family)
         self.notes: List[str] = []

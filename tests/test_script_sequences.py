@@ -13,6 +13,7 @@ import pytest
 import torch
 from engine_helpers import module_state
 from PIL import Image
+from webui_reference import engine_reference
 
 SOURCE = "a knight in red armour standing"
 MAIN = "a knight in red armour"
@@ -34,32 +35,6 @@ def generate(host, batch_size=4, n_iter=1, seed=11, **values):
                         negative_prompt="blurry", script_args=masactrl(**values))
 
 
-def engine_reference(prompts, seed, settings, steps=4):
-    """The engine driven directly: image 0 the source of images 1..n-1 (StepLayout.cfg), every
-    image on the source's seed, Euler's one call per step."""
-    from lib_masactrl import StepLayout, attach
-    from modules import processing, script_callbacks, shared
-
-    layout = StepLayout.cfg((None,) + (0,) * (len(prompts) - 1))
-    attachment = attach(shared.sd_model.model.diffusion_model, settings)
-
-    def drive(params):
-        attachment.controller.begin_step(min(params.denoiser.step, steps - 1), layout)
-
-    script_callbacks.on_cfg_denoiser(drive, name="engine_reference")
-    p = processing.StableDiffusionProcessingTxt2Img(
-        sd_model=shared.sd_model, prompt=list(prompts), negative_prompt="blurry", seed=[seed] * len(prompts),
-        subseed=[0] * len(prompts), batch_size=len(prompts), steps=steps, sampler_name="Euler", cfg_scale=7.0,
-        width=64, height=64, do_not_save_samples=True, do_not_save_grid=True,
-    )
-    try:
-        return processing.process_images(p).standin_latents
-    finally:
-        script_callbacks.remove_callbacks_for_function(drive)
-        attachment.detach()
-        p.close()
-
-
 def test_one_source_and_three_targets_on_its_seed_read_its_keys_and_values(host, sd15):
     from lib_masactrl import MasaCtrlSettings
 
@@ -68,7 +43,8 @@ def test_one_source_and_three_targets_on_its_seed_read_its_keys_and_values(host,
     first = processed.index_of_first_image
     assert processed.all_prompts == [SOURCE, MAIN, MAIN, MAIN] and processed.all_seeds == [11] * 4
     assert processed.all_subseeds == [processed.all_subseeds[0]] * 4
-    reference = engine_reference([SOURCE, MAIN, MAIN, MAIN], 11, MasaCtrlSettings(start_step=1, start_layer=0))
+    reference = engine_reference((None, 0, 0, 0), [SOURCE, MAIN, MAIN, MAIN], [11] * 4,
+                                 MasaCtrlSettings(start_step=1, start_layer=0), negative_prompt="blurry")
     assert torch.equal(processed.standin_latents, reference)
     assert "MasaCtrl layout: one source" in processed.infotexts[first]
     assert module_state(sd15) == before

@@ -10,6 +10,7 @@ import pytest
 import torch
 from engine_helpers import module_state
 from tiny_unets import sd15_unet
+from webui_reference import engine_reference
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SOURCE = "a photo of a corgi sitting on the beach"
@@ -32,35 +33,6 @@ def generate(host, prompt, seed=7, batch_size=1, **kwargs):
     kwargs.setdefault("width", 64)
     kwargs.setdefault("height", 64)
     return host.txt2img(prompt, seed=seed, batch_size=batch_size, **kwargs)
-
-
-def engine_reference(sampler, prompts, seed, settings, steps=4, **kwargs):
-    """The engine driven directly, as any non-WebUI host would: the paired prompts and seeds given
-    as lists, the sampler step and the CFG row layout computed here from the sampler's known calls
-    per step (Heun: two, one on the last step) and the WebUI's stack of cond rows then uncond rows."""
-    from lib_masactrl import StepLayout, attach, pair_halves
-    from modules import processing, script_callbacks, shared
-
-    calls_per_step = 2 if sampler == "Heun" else 1
-    layout = StepLayout.cfg(pair_halves(len(prompts)))
-    attachment = attach(shared.sd_model.model.diffusion_model, settings)
-
-    def drive(params):
-        step = min(params.denoiser.step // calls_per_step, steps - 1)
-        attachment.controller.begin_step(step, layout)
-
-    script_callbacks.on_cfg_denoiser(drive, name="engine_reference")
-    p = processing.StableDiffusionProcessingTxt2Img(
-        sd_model=shared.sd_model, prompt=list(prompts), seed=[seed] * len(prompts), subseed=[0] * len(prompts),
-        batch_size=len(prompts), steps=steps, sampler_name=sampler, cfg_scale=7.0, width=64, height=64,
-        do_not_save_samples=True, do_not_save_grid=True, **kwargs,
-    )
-    try:
-        return processing.process_images(p).standin_latents
-    finally:
-        script_callbacks.remove_callbacks_for_function(drive)
-        attachment.detach()
-        p.close()
 
 
 def plain_pair(host, sampler, **kwargs):
@@ -88,7 +60,8 @@ def test_sources_are_plain_and_targets_are_controlled(host, sd15, sampler):
     close(uncontrolled.standin_latents[1], plain_target)
     # batch-size rounding is below 3e-4 here; control moves the target 10-100 times further
     assert (target - plain_target).abs().max() > 5e-3
-    reference = engine_reference(sampler, [SOURCE, TARGET], 7, MasaCtrlSettings(start_step=0, start_layer=0))
+    reference = engine_reference((None, 0), [SOURCE, TARGET], [7, 7], MasaCtrlSettings(start_step=0, start_layer=0),
+                                 sampler)
     assert torch.equal(processed.standin_latents, reference)
     assert module_state(sd15) == before
     assert processed.all_prompts == [SOURCE, TARGET]

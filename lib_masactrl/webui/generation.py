@@ -285,33 +285,40 @@ def end_batch(p: Any) -> None:
 
 
 def finish(p: Any, processed: Any) -> None:
-    """``postprocess``: detach, trim the result's lists, add the mask previews and the notes."""
+    """``postprocess``: detach, trim the result's lists, add the mask previews, the animation and
+    the notes."""
     session = session_of(p)
     if session is None:
         return
     session.close()
-    size = len(session.pairing)
-    shown = {batch: set(_shown(p, session, batch)) for batch in range(p.n_iter)}
-    if any(len(images) < size for images in shown.values()):
-        for name in ("all_prompts", "all_negative_prompts", "all_seeds", "all_subseeds"):
-            values = getattr(processed, name, None)
-            if values:
-                setattr(processed, name, [value for i, value in enumerate(values)
-                                          if i % size in shown.get(i // size, shown[0])])
+    shown = [_shown(p, session, batch) for batch in range(p.n_iter)]
+    _trim_lists(processed, session, shown)
+    roles = [session.pairing.is_target(image) for images in shown for image in images]
     first = processed.index_of_first_image
-    roles = [session.pairing.is_target(image) for batch in range(p.n_iter) for image in _shown(p, session, batch)]
-    generated = processed.images[first:first + len(roles)]
+    generated = list(zip(processed.images[first:], processed.infotexts[first:], roles))
     if session.args.show_masks:
         masks.show(p, processed, session)
     if session.pairing.repeats_sources and session.args.animation != Animation.NONE and roles.count(True) > 1:
-        infos = processed.infotexts[first:first + len(roles)]
-        frames = [image for image, is_target in zip(generated, roles) if is_target]
-        info = next(text for text, is_target in zip(infos, roles) if is_target)
-        animation.add(p, processed, frames, Animation.parse(session.args.animation), session.args.fps, info)
-    xyz.show_batch_in_cell(p, processed, [session.pairing.is_target(image) for image in _shown(p, session, 0)])
+        frames = [(image, info) for image, info, is_target in generated if is_target]
+        animation.add(p, processed, [image for image, _ in frames], Animation.parse(session.args.animation),
+                      session.args.fps, frames[0][1])
+    xyz.show_batch_in_cell(p, processed, [session.pairing.is_target(image) for image in shown[0]])
     for text in _publish(p, session):
         if text not in (processed.comments or ""):
             processed.comments = f"{processed.comments or ''}{text}\n"
+
+
+def _trim_lists(processed: Any, session: GenerationSession, shown: List[List[int]]) -> None:
+    """The result's per-image lists (the API's info) list the shown images only, as the batch
+    lists were shrunk in :func:`drop_hidden_sources`."""
+    size = len(session.pairing)
+    if all(len(images) == size for images in shown):
+        return
+    for name in ("all_prompts", "all_negative_prompts", "all_seeds", "all_subseeds"):
+        values = getattr(processed, name, None)
+        if values:
+            setattr(processed, name, [value for i, value in enumerate(values)
+                                      if i % size in shown[min(i // size, len(shown) - 1)]])
 
 
 def _publish(p: Any, session: GenerationSession) -> List[str]:
