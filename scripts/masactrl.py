@@ -51,4 +51,7 @@ script_callbacks.on_ui_settings(options.on_ui_settings)
 script_callbacks.on_infotext_pasted(infotext.on_infotext_pasted)
 script_callbacks.on_model_loaded(generation.on_model_loaded)
 script_callbacks.on_script_unloaded(generation.on_script_unloaded)
+# The X/Y/Z plot takes its axis list when its UI is built, which with --nowebui happens before the
+# before_ui callbacks (webui.py, api_only): add the axes now too; the plot script loads first.
+xyz.register_axes()
 script_callbacks.on_before_ui(xyz.register_axes)

@@ -100,8 +100,8 @@ def test_a_refusal_answers_422_with_one_log_line_and_no_traceback(host, sd15, ca
 def test_a_refusal_reads_as_the_message_in_the_ui(host):
     with pytest.raises(Exception) as error:
         host.txt2img(TARGET, steps=4, width=64, height=64, batch_size=3, script_args={"MasaCtrl": masactrl()})
-    assert str(error.value).startswith("MasaCtrl: MasaCtrl needs an even batch size of at least 2")
-    assert "422" not in str(error.value)
+    assert str(error.value).startswith("MasaCtrl needs an even batch size of at least 2")
+    assert "422" not in str(error.value) and "MasaCtrl: MasaCtrl" not in str(error.value)
 
 
 def xyz_args(host, values="0, 2"):
@@ -126,6 +126,25 @@ def test_xyz_cells_show_sources_and_targets_through_the_api(host):
     assert np.abs(pixels[0][:, 64:] - pixels[1][:, 64:]).max() > 0  # the targets: start step 0 vs 2
     info = json.loads(body["info"])
     assert all(text.startswith(TARGET) for text in info["infotexts"][1:3])
+
+
+def test_xyz_axes_exist_when_the_webui_runs_api_only(sd15):
+    """With --nowebui the API builds the UI, where the plot takes its axis list, before the
+    before_ui callbacks run (webui.py, api_only): the axes are added when the script loads."""
+    from host import WebUIHost
+
+    host = WebUIHost(sd15, extension_dir=str(__import__("pathlib").Path(__file__).parents[1]), nowebui=True)
+    try:
+        status, body = host.api_txt2img({
+            **PAYLOAD, "steps": 4, "script_name": "X/Y/Z plot", "script_args": xyz_args(host),
+            "alwayson_scripts": {"MasaCtrl": {"args": masactrl(start_layer=0)}},
+        })
+        labels = [option.label for option in host.script("X/Y/Z plot").current_axis_options]
+    finally:
+        host.teardown()
+    assert status == 200, body
+    assert labels.count("[MasaCtrl] Start step") == 1
+    assert [Image.open(io.BytesIO(base64.b64decode(image))).size for image in body["images"][1:3]] == [(128, 64)] * 2
 
 
 def test_xyz_cells_in_the_ui_keep_the_batch_grid(host):

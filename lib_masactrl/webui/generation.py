@@ -136,7 +136,8 @@ def _load_maps(p: Any, session: GenerationSession, batch_size: int) -> None:
 def refuse(p: Any, unet: Any, reason: str) -> None:
     """Stop the generation with ``reason``: the U-Net's next call raises it, which the WebUI does
     not swallow, and the user reads it in the error box, the console and a 422 API response."""
-    message = f"MasaCtrl: {reason}. Nothing was generated; fix the setting or disable MasaCtrl."
+    named = reason if reason.startswith("MasaCtrl") else f"MasaCtrl: {reason}"
+    message = f"{named}. Nothing was generated; fix the setting or disable MasaCtrl."
     logger.error(message)
     stop_on_next_call(unet, MasaCtrlInputError(message))
     _cleanup_on_close(p, unet)

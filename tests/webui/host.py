@@ -108,9 +108,14 @@ class WebUIHost:
     - options: opts values to set before startup (e.g. {"batch_cond_uncond": False}).
     - optimization: the cross-attention optimisation applied at model load ("sdp", "sdp-no-mem" or
       "None" = the WebUI's default einsum forward with hypernetwork support).
+    - nowebui: start as ``--nowebui`` does (webui.py ``api_only``): API only, built before the
+      before_ui callbacks run.
     """
 
-    def __init__(self, unet, extension_dir=None, *, model_name="tiny-sd15", api=True, options=None, optimization="sdp"):
+    def __init__(
+        self, unet, extension_dir=None, *, model_name="tiny-sd15", api=True, options=None, optimization="sdp",
+        nowebui=False,
+    ):
         global _active_host
         if _active_host is not None:
             raise RuntimeError("another WebUIHost is still active; call teardown() first")
@@ -118,6 +123,7 @@ class WebUIHost:
 
         self.extension_dir = os.path.realpath(extension_dir) if extension_dir else None
         self.use_api = api
+        self.nowebui = nowebui
         self.optimization = optimization
         self.api = None
         self.demo = None
@@ -275,7 +281,16 @@ class WebUIHost:
         sd_models.load_model(info)
 
     def _create_ui(self):
-        # mirrors webui.py: before_ui callbacks, create_ui, (API), app_started callbacks
+        if self.nowebui:
+            # mirrors webui.py api_only (--nowebui): the API first, whose constructor builds the UI
+            # (so scripts take what they read in ui() before any before_ui callback), then the
+            # before_ui and app_started callbacks
+            self.app = _make_app()
+            self.api = api_module.Api(call_queue.queue_lock)
+            script_callbacks.before_ui_callback()
+            script_callbacks.app_started_callback(None, self.app)
+            return
+        # mirrors webui.py webui(): before_ui callbacks, create_ui, (API), app_started callbacks
         script_callbacks.before_ui_callback()
         self.demo = ui.create_ui()
         shared.demo = self.demo
