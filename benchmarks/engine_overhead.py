@@ -19,7 +19,6 @@ import argparse
 import pathlib
 import statistics
 import sys
-import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
@@ -27,6 +26,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 import measure  # noqa: E402
 import torch  # noqa: E402
 from unet_shapes import add_arguments, build  # noqa: E402
+from unet_shapes import inputs as unet_inputs  # noqa: E402
 
 import ldm.modules.attention as ldm_attention  # noqa: E402
 from lib_masactrl import MasaCtrlSettings, MaskGuide, StepLayout, attach  # noqa: E402
@@ -61,23 +61,15 @@ def sdp_attention(self, x, context=None, mask=None, **kwargs):
 
 
 def inputs(rows: int, latent: int, device: str, dtype: str, context_dim: int):
-    generator = torch.Generator().manual_seed(0)
-    x = torch.randn(rows, 4, latent, latent, generator=generator).to(device, getattr(torch, dtype))
-    t = torch.full((rows,), 500, device=device)
-    context = torch.randn(rows, 77, context_dim, generator=generator).to(device, getattr(torch, dtype))
-    layout = StepLayout.cfg((None, 0), uncond=rows == 4)
-    return x, t, context, layout
+    x, t, context = unet_inputs(rows, latent, device, dtype, context_dim)
+    return x, t, context, StepLayout.cfg((None, 0), uncond=rows == 4)
 
 
 def time_call(unet, attachment, layout, x, t, context, device: str) -> float:
     if attachment is not None:
         attachment.controller.begin_step(10, layout)
-    measure.sync(device)
-    start = time.perf_counter()
     with torch.no_grad():
-        unet(x, t, context=context)
-    measure.sync(device)
-    return time.perf_counter() - start
+        return measure.seconds(lambda: unet(x, t, context=context), device)
 
 
 def measure_times(kind: str, latent: int, rows: int, repeats: int, device: str, dtype: str) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import time
 from typing import Callable, Iterator
 
 import torch
@@ -15,6 +16,15 @@ def sync(device: str) -> None:
     """Wait for the device, so that a clock read afterwards counts the work queued before."""
     if device.startswith("cuda"):
         torch.cuda.synchronize()
+
+
+def seconds(call: Callable[[], object], device: str) -> float:
+    """Wall time of ``call()``, with the device's queued work waited for on both sides."""
+    sync(device)
+    start = time.perf_counter()
+    call()
+    sync(device)
+    return time.perf_counter() - start
 
 
 @contextlib.contextmanager

@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import measure
 import torch
-from unet_shapes import add_arguments, build
+from unet_shapes import add_arguments, build, inputs
 
 from lib_masactrl import MasaCtrlSettings, StepLayout, attach
 from lib_masactrl.pairing import one_source, pair_halves
@@ -25,19 +24,11 @@ from lib_masactrl.pairing import one_source, pair_halves
 TARGETS = (3, 7)
 
 
-def timed_call(unet, attachment, layout, latent: int, context_dim: int, device: str, dtype: torch.dtype) -> float:
-    rows = len(layout)
-    generator = torch.Generator().manual_seed(0)
-    x = torch.randn(rows, 4, latent, latent, generator=generator).to(device, dtype)
-    context = torch.randn(rows, 77, context_dim, generator=generator).to(device, dtype)
-    t = torch.full((rows,), 500, device=device)
+def timed_call(unet, attachment, layout, latent: int, context_dim: int, device: str, dtype: str) -> float:
+    x, t, context = inputs(len(layout), latent, device, dtype, context_dim)
     attachment.controller.begin_step(10, layout)
-    measure.sync(device)
-    start = time.perf_counter()
     with torch.no_grad():
-        unet(x, t, context=context)
-    measure.sync(device)
-    return time.perf_counter() - start
+        return measure.seconds(lambda: unet(x, t, context=context), device)
 
 
 def main() -> None:
@@ -48,7 +39,6 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     unet, context_dim = build(args.unet, args.device, args.dtype)
-    dtype = getattr(torch, args.dtype)
     layouts = {"pairs": pair_halves, "one source": one_source}
     print(f"time per target image (one controlled U-Net call with CFG, median of {args.repeats}; "
           f"{args.unet} U-Net, {args.latent}^2 latent, {args.device}, {args.dtype})")
@@ -59,10 +49,10 @@ def main() -> None:
                       for name, make in layouts.items()}
             times = {name: [] for name in layouts}
             for layout in stacks.values():
-                timed_call(unet, attachment, layout, args.latent, context_dim, args.device, dtype)  # warm up
+                timed_call(unet, attachment, layout, args.latent, context_dim, args.device, args.dtype)  # warm up
             for _ in range(args.repeats):
                 for name, layout in stacks.items():
-                    times[name].append(timed_call(unet, attachment, layout, args.latent, context_dim, args.device, dtype))
+                    times[name].append(timed_call(unet, attachment, layout, args.latent, context_dim, args.device, args.dtype))
             medians = {name: statistics.median(values) for name, values in times.items()}
             for name, layout in stacks.items():
                 ratio = f"{medians['one source'] / medians['pairs']:>18.3f}x" if name == "one source" else ""

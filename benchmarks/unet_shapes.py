@@ -51,3 +51,12 @@ def build(kind: str, device: str, dtype: str) -> Tuple[torch.nn.Module, int]:
     call: a full-size U-Net takes a while to build)."""
     make, context_dim = KINDS[kind]
     return make().to(device=device, dtype=getattr(torch, dtype)), context_dim
+
+
+def inputs(rows: int, latent: int, device: str, dtype: str, context_dim: int) -> Tuple[torch.Tensor, ...]:
+    """Seeded random latents, timesteps and text context for ``rows`` rows of a U-Net call."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(rows, 4, latent, latent, generator=generator).to(device, getattr(torch, dtype))
+    t = torch.full((rows,), 500, device=device)
+    context = torch.randn(rows, 77, context_dim, generator=generator).to(device, getattr(torch, dtype))
+    return x, t, context
