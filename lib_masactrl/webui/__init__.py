@@ -13,11 +13,14 @@ Modules, one job each:
 
 - :mod:`.ui`: the accordion, its visibility rules and its updates;
 - :mod:`.generation`: one generation's life, from ``process`` to ``postprocess`` and ``p.close``;
-- :mod:`.denoiser`: the CFG denoiser callback: each call's step and row layout;
+- :mod:`.denoiser`: the CFG denoiser callback: each call's noise level and row layout;
+- :mod:`.sampling`: the noise levels a pass samples, and whether its sampler adds noise;
 - :mod:`.inversion`: inverting the img2img init image along the sampler's schedule;
 - :mod:`.masks`: masks from prompts' subject words and from mask images, and their previews;
-- :mod:`.controlnet`: finding the ControlNet extension and its units without importing it;
-- :mod:`.xyz`: the X/Y/Z plot axes;
+- :mod:`.controlnet`: finding the ControlNet extension and its units without importing it, and
+  the control maps a sequence gives one unit;
+- :mod:`.animation`: a one-source sequence's targets as an animated file;
+- :mod:`.xyz`: the X/Y/Z plot axes and cells;
 - :mod:`.infotext`: infotext keys and paste-back;
 - :mod:`.options`: the *Settings > MasaCtrl* section;
 - :mod:`.messages`: telling the user, and stopping a generation that cannot run;
