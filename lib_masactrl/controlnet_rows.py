@@ -359,6 +359,14 @@ class UnitRestriction:
         self.release()
 
 
+def maps_unit_missing(unit: int, enabled: int) -> SettingsError:
+    """The error for control maps sent to enabled unit ``unit`` (from 0) of ``enabled`` units."""
+    return SettingsError(
+        f"the control maps go to ControlNet unit {unit + 1}, but {enabled} unit{'s are' if enabled != 1 else ' is'} "
+        "enabled: enable that unit (with any of the maps as its image) or choose another"
+    )
+
+
 def restrict_units(
     network: Any,
     controller: MasaCtrlController,
@@ -390,11 +398,7 @@ def restrict_units(
             )
     if maps is not None:
         if maps.unit >= len(params):
-            raise SettingsError(
-                f"the control maps go to ControlNet unit {maps.unit + 1}, but {len(params)} unit"
-                f"{'s are' if len(params) != 1 else ' is'} enabled: enable that unit (with any of the maps as its "
-                "image) or choose another"
-            )
+            raise maps_unit_missing(maps.unit, len(params))
         param = params[maps.unit]
         if unit_kind(param) is not UnitKind.RESIDUAL or _type_name(param) == "T2I_Adapter":
             raise SettingsError(

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from .anchoring import SourceAnchor
-from .controlnet_rows import UnitMaps, UnitRestriction, restrict_units
+from .controlnet_rows import UnitMaps, UnitRestriction, maps_unit_missing, restrict_units
 from .fields import ScriptArgs
 from .inversion import Trajectory
 from .layers import LayerMap
@@ -116,10 +116,7 @@ class GenerationSession:
             )
         units = bool(getattr(controlnet, "control_params", None))
         if maps is not None and not units:
-            raise SettingsError(
-                f"the control maps go to ControlNet unit {maps.unit + 1}, but no ControlNet unit is enabled: enable "
-                "it with any of the maps as its image"
-            )
+            raise maps_unit_missing(maps.unit, 0)
         if (controlled or units) and self._attach(unet) and units:
             wanted = assignments if assignments is not None else self.args.controlnet_assignments()
             try:

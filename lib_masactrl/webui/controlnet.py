@@ -15,7 +15,7 @@ from PIL import Image
 
 from modules import scripts
 
-from ..controlnet_rows import Assignment, UnitMaps, release_units
+from ..controlnet_rows import Assignment, UnitMaps, maps_unit_missing, release_units
 from ..fields import ScriptArgs
 from ..pairing import Pairing
 from ..settings import SettingsError
@@ -127,10 +127,7 @@ def unit_maps(p: Any, pairing: Pairing, args: ScriptArgs, maps: Sequence[np.ndar
     if resize is None:
         raise SettingsError("this version of the ControlNet extension cannot resize control maps (no detectmap_proc)")
     if index >= len(units):
-        raise SettingsError(
-            f"the control maps go to ControlNet unit {index + 1}, but {len(units)} unit"
-            f"{'s are' if len(units) != 1 else ' is'} enabled: enable it with any of the maps as its image"
-        )
+        raise maps_unit_missing(index, len(units))
     unit = units[index]
     batch = getattr(p, "iteration", 0) * len(pairing)
     images = {image: pairing.target_number(batch + image) for image in pairing.targets}

@@ -37,10 +37,10 @@ from . import controlnet, model
 ElemId = Callable[[str], str]
 
 SOURCE_PROMPT_PLACEHOLDERS = {
-    "txt2img": "Prompt of the source images (first half of the batch); empty: the main prompt",
     "inverting": "What the init image shows, used to invert and reconstruct it; empty: no prompt (the paper)",
     "not inverting": "Prompt of the source images (first half of the batch); empty: the main prompt",
 }
+"""txt2img's source prompt reads as img2img's without inversion."""
 REFRESH_LAYERS = "refresh_layers"
 """Element id (after the script's prefix) of the hidden button that javascript/masactrl.js clicks
 when the loaded checkpoint changes, so that the layer sliders follow the model."""
@@ -81,7 +81,7 @@ def build(elem_id: ElemId, is_img2img: bool) -> Accordion:
         ui.made["enabled"] = enabled
         source_prompt = ui.control(
             gr.Textbox, "source_prompt", lines=2,
-            placeholder=source_prompt_placeholder(True) if is_img2img else SOURCE_PROMPT_PLACEHOLDERS["txt2img"],
+            placeholder=source_prompt_placeholder(is_img2img),
         )
         with gr.Row():
             ui.choice("mode", Mode)
