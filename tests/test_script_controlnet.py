@@ -92,26 +92,24 @@ def prompt_context_is_marked(x):
     return float((t.abs() - POSITIVE_MARK_TOKEN).abs().mean()) < MARK_EPS
 
 
+# The WebUI's conditioning wrappers (modules/prompt_parser.py) and the attribute each keeps its parts in.
+CONDITIONING_WRAPPERS = ((MulticondLearnedConditioning, "batch"), (ComposableScheduledPromptConditioning, "schedules"))
+
+
 def mark_prompt_context(x, positive):
-    # hook.py mark_prompt_context: in place, one +-1024 token before every prompt's conditioning
+    # hook.py mark_prompt_context: walks down to every ScheduledPromptConditioning, in place, and
+    # gives its cond one more leading token, +-1024 by the prompt's side (once only)
     if isinstance(x, list):
-        for i in range(len(x)):
-            x[i] = mark_prompt_context(x[i], positive)
+        x[:] = [mark_prompt_context(part, positive) for part in x]
         return x
-    if isinstance(x, MulticondLearnedConditioning):
-        x.batch = mark_prompt_context(x.batch, positive)
-        return x
-    if isinstance(x, ComposableScheduledPromptConditioning):
-        x.schedules = mark_prompt_context(x.schedules, positive)
-        return x
-    if isinstance(x, ScheduledPromptConditioning):
-        cond = x.cond
-        if prompt_context_is_marked(cond):
+    for wrapper, parts in CONDITIONING_WRAPPERS:
+        if isinstance(x, wrapper):
+            setattr(x, parts, mark_prompt_context(getattr(x, parts), positive))
             return x
-        mark = POSITIVE_MARK_TOKEN if positive else NEGATIVE_MARK_TOKEN
-        cond = torch.cat([torch.zeros_like(cond)[:1] + mark, cond], dim=0)
-        return ScheduledPromptConditioning(end_at_step=x.end_at_step, cond=cond)
-    return x
+    if not isinstance(x, ScheduledPromptConditioning) or prompt_context_is_marked(x.cond):
+        return x
+    token = torch.full_like(x.cond[:1], POSITIVE_MARK_TOKEN if positive else NEGATIVE_MARK_TOKEN)
+    return ScheduledPromptConditioning(end_at_step=x.end_at_step, cond=torch.cat([token, x.cond]))
 
 
 class UnetHook(StandInUnetHook):

@@ -38,12 +38,6 @@ lib.LOADS.append((scripts.basedir(), list(sys.path)))
 
 
 class ProbeScript(scripts.Script):
-    def title(self):
-        return "Standin Probe"
-
-    def show(self, is_img2img):
-        return scripts.AlwaysVisible
-
     def ui(self, is_img2img):
         with InputAccordion(False, label="Standin Probe", elem_id=self.elem_id("enabled")) as enabled:
             strength = gr.Slider(minimum=0.0, maximum=1.0, step=0.05, value=0.25, label="Strength", tooltip="probe")
@@ -93,6 +87,13 @@ class ProbeScript(scripts.Script):
     def postprocess(self, p, processed, *args):
         lib.EVENTS.append(("postprocess", len(processed.images)))
 
+    # Named "Standin Probe" and always visible, on both tabs.
+    def title(self):
+        return "Standin Probe"
+
+    def show(self, is_img2img):
+        return scripts.AlwaysVisible
+
 
 def on_unloaded():
     lib.EVENTS.append(("script_unloaded",))
@@ -134,18 +135,18 @@ from modules import scripts
 
 
 class BrokenScript(scripts.Script):
-    def title(self):
-        return "Broken"
-
-    def show(self, is_img2img):
-        return scripts.AlwaysVisible
+    def process(self, p, enabled):
+        if enabled:
+            raise RuntimeError("broken on purpose")
 
     def ui(self, is_img2img):
         return [gr.Checkbox(value=True, label="Broken enabled")]
 
-    def process(self, p, enabled):
-        if enabled:
-            raise RuntimeError("broken on purpose")
+    def show(self, is_img2img):
+        return scripts.AlwaysVisible
+
+    def title(self):
+        return "Broken"
 """
 
 
