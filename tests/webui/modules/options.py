@@ -87,6 +87,7 @@ class Options:
         return True
 
     def get_default(self, key: str) -> Any:
+        """options.py Options.get_default: the declared default, None for an undeclared key."""
         info = self.data_labels.get(key)
         return None if info is None else info.default
 

@@ -323,6 +323,7 @@ class ScriptRunner:
             self.scripts.append(script)
 
     def prepare_ui(self):
+        """scripts.py ScriptRunner.prepare_ui: the tab's inputs start over, with the dropdown's place."""
         self.inputs = [None]
 
     def create_script_ui(self, script):
