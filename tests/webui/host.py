@@ -52,6 +52,7 @@ from modules import (  # noqa: E402
     gradio_extensons,
     images,
     infotext_utils,
+    paths,
     processing,
     script_callbacks,
     scripts,
@@ -193,8 +194,8 @@ class WebUIHost:
             script_callbacks.clear_callbacks()
             scripts.scripts_data.clear()
             scripts.postprocessing_scripts_data.clear()
-            scripts.scripts_txt2img = scripts.scripts_img2img = scripts.scripts_current = scripts.scripts_postproc = None
-            scripts.current_basedir = scripts.paths.script_path
+            scripts.scripts_txt2img = scripts.scripts_img2img = scripts.scripts_current = None
+            scripts.current_basedir = paths.script_path
             extensions.clear_extensions()
             infotext_utils.reset()
             for info in sd_models.checkpoints_list.values():
@@ -492,29 +493,11 @@ class WebUIHost:
         instead, like the real UI's empty result). ``refiner``: a checkpoint title/name, a U-Net, or
         (U-Net, name) (listed with add_checkpoint): enables the Refiner accordion with that checkpoint
         and ``refiner_switch_at``."""
-        fields = [
-            prompt,
-            negative_prompt,
-            list(styles),
-            n_iter,
-            batch_size,
-            cfg_scale,
-            height,
-            width,
-            enable_hr,
-            denoising_strength,
-            hr_scale,
-            hr_upscaler,
-            hr_second_pass_steps,
-            hr_resize_x,
-            hr_resize_y,
-            hr_checkpoint_name,
-            hr_sampler_name,
-            hr_scheduler,
-            hr_prompt,
-            hr_negative_prompt,
-            list(override_settings_texts),
-        ]
+        # txt2img.txt2img's arguments up to the script args, as the txt2img tab sends them
+        hires = [enable_hr, denoising_strength, hr_scale, hr_upscaler, hr_second_pass_steps, hr_resize_x, hr_resize_y]
+        hires += [hr_checkpoint_name, hr_sampler_name, hr_scheduler, hr_prompt, hr_negative_prompt]
+        fields = [prompt, negative_prompt, list(styles), n_iter, batch_size, cfg_scale, height, width, *hires]
+        fields.append(list(override_settings_texts))
         return self._generate(modules.txt2img, "txt2img", fields, _GenerateArgs(**_common_args(locals())))
 
     def img2img(

@@ -1,7 +1,5 @@
-"""Test-only stand-in for the ``modules`` package of AUTOMATIC1111 stable-diffusion-webui v1.10.1.
+"""Test-only stand-in for the ``modules`` package of the AUTOMATIC1111 Stable Diffusion WebUI v1.10.1.
 
-Only the parts an extension touches (scripts, callbacks, processing, CFG denoiser, the k-diffusion,
-timestep and LCM samplers, prompt parser, options, API) are reproduced, each written from the
-behaviour of the real file named in its comments. See ``tests/webui/README.md`` for the list of
-simplifications.
-"""
+Only what an extension meets (scripts and callbacks, processing and the samplers around the CFG
+denoiser, the prompt parser, settings, the UI's inputs and the API) is there, each module written from
+the behaviour of the real file its docstring names. tests/webui/README.md lists what is simplified."""

@@ -1,77 +1,55 @@
-"""Mirrors modules/devices.py: device/dtype globals and autocast helpers, for a CPU-only host.
+"""Stand-in for modules/devices.py on a CPU-only machine: the device and dtypes the WebUI computes with.
 
-Simplified: float32 everywhere, autocast contexts are null contexts (the real ``autocast`` is also a
-null context when dtype is float32), torch_gc is a no-op."""
+Everything runs on the CPU in float32, which is the case where the real autocast helpers do nothing,
+and there is no accelerator cache to empty. modules/rng.py adds the noise functions (``randn`` and
+friends) to this module, as the real one does."""
 
 import contextlib
 
 import torch
 
 cpu = torch.device("cpu")
-device = device_interrogate = device_gfpgan = device_esrgan = device_codeformer = cpu
-dtype = torch.float32
-dtype_vae = torch.float32
-dtype_unet = torch.float32
-dtype_inference = torch.float32
+device = cpu
+dtype = dtype_vae = dtype_unet = torch.float32
 unet_needs_upcast = False
+"""True in the real host when the U-Net runs in half precision but attention must be float32."""
 fp8 = False
-nv_rng = None
+"""True in the real host when weights are stored in fp8 (the "FP8 weight" setting)."""
 
 
 class NansException(Exception):
-    pass
+    """devices.py NansException: what test_for_nans raises."""
 
 
 def torch_gc():
-    pass
-
-
-def get_optimal_device():
-    return cpu
-
-
-def get_device_for(task):
-    return cpu
-
-
-def cond_cast_unet(input):
-    # mirrors devices.cond_cast_unet: casts to the U-Net dtype only when it needs upcasting
-    return input.to(dtype_unet) if unet_needs_upcast else input
-
-
-def cond_cast_float(input):
-    return input.float() if unet_needs_upcast else input
+    """devices.py torch_gc: empty the accelerator's memory cache (nothing to do on the CPU)."""
 
 
 def autocast(disable=False):
-    # mirrors devices.autocast: a null context for float32 (what the real one returns then)
+    """devices.py autocast: a null context when computing in float32, as here."""
     return contextlib.nullcontext()
 
 
 def without_autocast(disable=False):
+    """devices.py without_autocast: leave an autocast region (none is ever entered here)."""
     return contextlib.nullcontext()
 
 
+def cond_cast_unet(input):
+    """devices.py cond_cast_unet: to the U-Net's dtype, only when attention is upcast."""
+    return input.to(dtype_unet) if unet_needs_upcast else input
+
+
+def cond_cast_float(input):
+    """devices.py cond_cast_float: to float32, only when attention is upcast."""
+    return input.float() if unet_needs_upcast else input
+
+
 def test_for_nans(x, where):
-    # mirrors devices.test_for_nans: raises only if every value is NaN (checks the first element)
-    if not torch.isnan(x[(0,) * len(x.shape)]):
+    """devices.py test_for_nans: raise NansException when the tensor's first element is NaN (the real
+    check's cheap stand-in for "the whole output is NaN"); ``where`` ("unet", "vae") names the culprit.
+    The real message's hints about precision flags are left out."""
+    if not torch.isnan(x[(0,) * x.dim()]):
         return
-    if where == "unet":
-        message = "A tensor with all NaNs was produced in Unet."
-    elif where == "vae":
-        message = "A tensor with all NaNs was produced in VAE."
-    else:
-        message = "A tensor with all NaNs was produced."
-    raise NansException(message)
-
-
-def first_time_calculation():
-    pass
-
-
-def torch_npu_set_device():
-    pass
-
-
-# assigned by modules/rng.py, as in the real host
-randn = randn_local = randn_like = randn_without_seed = manual_seed = None
+    culprit = {"unet": " in Unet", "vae": " in VAE"}.get(where, "")
+    raise NansException(f"A tensor with NaNs was produced{culprit}. Use --disable-nan-check to disable this check.")

@@ -1,41 +1,31 @@
-"""Mirrors modules/patches.py: replace a function in a module or class, remembering the original per
-caller key (patch / undo / original)."""
+"""Stand-in for modules/patches.py: replacing an attribute of a module or class (usually a function)
+while remembering what was there, per patching party."""
 
-from collections import defaultdict
+from typing import Any, Dict, Tuple
+
+_replaced: Dict[Tuple[Any, Any, str], Any] = {}
+"""(patching party's key, patched object, attribute name) -> the value before the patch."""
 
 
 def patch(key, obj, field, replacement):
-    # mirrors patches.patch: raises if this key already patched obj.field; returns the original
-    patch_key = (obj, field)
-    if patch_key in originals[key]:
-        raise RuntimeError(f"patch for {field} is already applied")
-
-    original_func = getattr(obj, field)
-    originals[key][patch_key] = original_func
-
+    """patches.py patch: set ``obj.field`` to ``replacement`` and return what it was. ``key`` names who
+    patches (a module's ``__name__`` or ``__file__``); the same party patching the same field twice
+    without ``undo`` is an error (RuntimeError)."""
+    slot = (key, obj, field)
+    if slot in _replaced:
+        raise RuntimeError(f"{key!r} has patched {field} already")
+    before = _replaced[slot] = getattr(obj, field)
     setattr(obj, field, replacement)
-
-    return original_func
+    return before
 
 
 def undo(key, obj, field):
-    # mirrors patches.undo: raises if there is no such patch
-    patch_key = (obj, field)
-
-    if patch_key not in originals[key]:
-        raise RuntimeError(f"there is no patch for {field} to undo")
-
-    original_func = originals[key].pop(patch_key)
-    setattr(obj, field, original_func)
-
-    return None
+    """patches.py undo: put back what ``patch`` replaced; RuntimeError if this party has no such patch."""
+    if (key, obj, field) not in _replaced:
+        raise RuntimeError(f"{key!r} has not patched {field}")
+    setattr(obj, field, _replaced.pop((key, obj, field)))
 
 
 def original(key, obj, field):
-    # mirrors patches.original
-    patch_key = (obj, field)
-
-    return originals[key].get(patch_key, None)
-
-
-originals = defaultdict(dict)
+    """patches.py original: what ``patch`` replaced, or None when this party has not patched the field."""
+    return _replaced.get((key, obj, field))

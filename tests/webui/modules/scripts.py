@@ -1,707 +1,467 @@
-"""Mirrors modules/scripts.py: the Script base class, script loading, and ScriptRunner.
+"""Stand-in for modules/scripts.py: the ``Script`` base class extensions subclass, the loading of script
+files, and ``ScriptRunner``, which builds each tab's script UIs and calls the scripts' hooks.
 
-Every hook runner calls the hook of each alwayson script that overrides it, in callback order, with
-``p.script_args[script.args_from:script.args_to]``; an exception from one script is reported with
-errors.report and the loop goes on, exactly as the real runners do."""
+How the pieces meet, as in the real host:
+
+- ``load_scripts()`` executes every script file (the WebUI root's ``scripts/``, each active extension's
+  ``scripts/``, then ``modules/processing_scripts/``) and records every ``Script`` subclass found in it
+  in ``scripts_data``. It first forgets all script_callbacks registrations, since the files register
+  theirs again when they run.
+- Each tab has a runner (``scripts_txt2img`` / ``scripts_img2img``) that makes one instance per class.
+  ``show()`` returning ``AlwaysVisible`` makes an always-on script (its UI is always there and its hooks
+  run on every generation); another true value makes a selectable script (an entry of the "Script"
+  dropdown, run by ``run()`` instead of the normal processing).
+- The UI's inputs are one flat list: index 0 is the "Script" dropdown (the 1-based index of the selected
+  script, 0 for none), then every script's controls. ``args_from`` / ``args_to`` delimit a script's own
+  slice, which is what its hooks receive after ``p`` (``p.script_args[args_from:args_to]``).
+- Every hook runner calls the always-on scripts that override the hook, in load order; an exception
+  from one script is reported with ``errors.report`` and the others still run (the real runners catch
+  it the same way, so a failing ``process()`` does not stop the generation).
+
+Simplified: no ordering by the extensions' metadata.ini (Requires / Before / After) or by the user's
+callback-order settings, no Extras-tab runner and no element-id component callbacks
+(``Script.on_before_component``); ``api_info`` is left None (nothing reads the script list endpoint).
+"""
+
+from __future__ import annotations
 
 import inspect
 import os
 import re
 import sys
 from collections import namedtuple
-from dataclasses import dataclass
+from typing import Any, Callable, List, Optional
 
 import gradio as gr
 
-from modules import errors, extensions, paths, script_callbacks, script_loading, scripts_postprocessing, shared, timer, util
-
-topological_sort = util.topological_sort
+from modules import errors, extensions, paths, script_callbacks, script_loading, scripts_postprocessing, shared
+from modules.util import keep_arguments
 
 AlwaysVisible = object()
+"""What ``Script.show`` returns for an always-on script (modules/scripts.py AlwaysVisible)."""
 
 
 class MaskBlendArgs:
-    # mirrors scripts.MaskBlendArgs: is_final_blend when no denoiser is given (the blend after sampling)
+    """scripts.py MaskBlendArgs, passed to ``on_mask_blend``: an inpainting blend of the current latent
+    with the original one. Without a ``denoiser`` it is the final blend after sampling."""
+
     def __init__(self, current_latent, nmask, init_latent, mask, blended_latent, denoiser=None, sigma=None):
-        self.current_latent = current_latent
-        self.nmask = nmask
-        self.init_latent = init_latent
-        self.mask = mask
-        self.blended_latent = blended_latent
-        self.denoiser = denoiser
+        keep_arguments(self, locals())
         self.is_final_blend = denoiser is None
-        self.sigma = sigma
 
 
 class PostSampleArgs:
+    """scripts.py PostSampleArgs, passed to ``post_sample``: the sampled latents, before decoding."""
+
     def __init__(self, samples):
         self.samples = samples
 
 
 class PostprocessImageArgs:
+    """scripts.py PostprocessImageArgs, passed to ``postprocess_image*``: one image; assigning
+    ``image`` replaces it."""
+
     def __init__(self, image):
         self.image = image
 
 
 class PostProcessMaskOverlayArgs:
+    """scripts.py PostProcessMaskOverlayArgs, passed to ``postprocess_maskoverlay``."""
+
     def __init__(self, index, mask_for_overlay, overlay_image):
-        self.index = index
-        self.mask_for_overlay = mask_for_overlay
-        self.overlay_image = overlay_image
+        keep_arguments(self, locals())
 
 
 class PostprocessBatchListArgs:
+    """scripts.py PostprocessBatchListArgs, passed to ``postprocess_batch_list``: the batch's images as a
+    list a script may change the length of."""
+
     def __init__(self, images):
         self.images = images
 
 
-@dataclass
-class OnComponent:
-    component: gr.blocks.Block
-
-
 class Script:
-    # mirrors scripts.Script: the attributes and the (empty) hooks an extension overrides
-    name = None
-    section = None
-    filename = None
-    args_from = None
-    args_to = None
-    alwayson = False
-    is_txt2img = False
-    is_img2img = False
-    tabname = None
-    group = None
+    """modules/scripts.py Script. Subclasses override ``title``, ``show``, ``ui`` and the hooks they need,
+    and may set ``section`` (the settings-column section of an always-on script's UI), ``create_group``,
+    ``infotext_fields`` / ``paste_field_names`` (from ``ui``)."""
+
+    # set by the runner (name: the lowercase title, once the script has a UI)
+    name = filename = tabname = group = controls = api_info = None
+    args_from: Optional[int] = None
+    args_to: Optional[int] = None
+    alwayson = is_txt2img = is_img2img = False
+    # a subclass's choices
+    section: Optional[str] = None
     create_group = True
-    infotext_fields = None
-    paste_field_names = None
-    api_info = None
-    on_before_component_elem_id = None
-    on_after_component_elem_id = None
     setup_for_ui_only = False
-    controls = None
+    infotext_fields = paste_field_names = None
 
-    def title(self):
-        raise NotImplementedError()
-
-    def ui(self, is_img2img):
-        pass
-
+    # what the script is and shows
     def show(self, is_img2img):
+        """False: hidden on this tab; AlwaysVisible: always on; another true value: selectable."""
         return True
 
-    def run(self, p, *args):
-        pass
+    def title(self):
+        """The name in the "Script" dropdown / the API's alwayson_scripts key."""
+        raise NotImplementedError("a Script must have a title")
 
+    def ui(self, is_img2img):
+        """Build the components; return the ones whose values the hooks receive, in order."""
+
+    def run(self, p, *args):
+        """A selectable script's replacement of process_images; returns the Processed."""
+
+    # hooks of always-on scripts, in the order processing calls them
     def setup(self, p, *args):
-        pass
+        """Right after p is made, before anything else (once, even for an X/Y/Z plot)."""
 
     def before_process(self, p, *args):
-        pass
+        """First thing in process_images, before override settings are applied."""
 
     def process(self, p, *args):
-        pass
+        """After the prompts and seeds are set up, before sampling starts."""
 
     def before_process_batch(self, p, *args, **kwargs):
-        pass
+        """Per batch, before its prompts are parsed; kwargs batch_number, prompts, seeds, subseeds."""
 
     def after_extra_networks_activate(self, p, *args, **kwargs):
-        pass
-
-    def process_before_every_sampling(self, p, *args, **kwargs):
-        pass
+        """Per batch, once the prompt's extra networks are active; kwargs include extra_network_data."""
 
     def process_batch(self, p, *args, **kwargs):
-        pass
+        """Per batch, right before sampling; kwargs batch_number, prompts, seeds, subseeds."""
 
-    def postprocess_batch(self, p, *args, **kwargs):
-        pass
-
-    def postprocess_batch_list(self, p, pp: PostprocessBatchListArgs, *args, **kwargs):
-        pass
+    def process_before_every_sampling(self, p, *args, **kwargs):
+        """Before each sampling pass (the hires pass too); kwargs x, noise, c, uc."""
 
     def on_mask_blend(self, p, mba: MaskBlendArgs, *args):
-        pass
+        """Inpainting: whenever the latent is blended with the original under the mask."""
 
     def post_sample(self, p, ps: PostSampleArgs, *args):
-        pass
+        """Per batch, after sampling, before the latents are decoded."""
+
+    def postprocess_batch(self, p, *args, **kwargs):
+        """Per batch, on the decoded images tensor; kwargs images, batch_number."""
+
+    def postprocess_batch_list(self, p, pp: PostprocessBatchListArgs, *args, **kwargs):
+        """Per batch, on the decoded images as a list; kwargs batch_number."""
 
     def postprocess_image(self, p, pp: PostprocessImageArgs, *args):
-        pass
+        """Per image, before it is saved."""
 
     def postprocess_maskoverlay(self, p, ppmo: PostProcessMaskOverlayArgs, *args):
-        pass
+        """Per inpainted image, before its mask overlay is drawn."""
 
     def postprocess_image_after_composite(self, p, pp: PostprocessImageArgs, *args):
-        pass
+        """Per inpainted image, after it was composited over the original."""
 
     def postprocess(self, p, processed, *args):
-        pass
-
-    def before_component(self, component, **kwargs):
-        pass
-
-    def after_component(self, component, **kwargs):
-        pass
-
-    def on_before_component(self, callback, *, elem_id):
-        if self.on_before_component_elem_id is None:
-            self.on_before_component_elem_id = []
-        self.on_before_component_elem_id.append((elem_id, callback))
-
-    def on_after_component(self, callback, *, elem_id):
-        if self.on_after_component_elem_id is None:
-            self.on_after_component_elem_id = []
-        self.on_after_component_elem_id.append((elem_id, callback))
-
-    def describe(self):
-        return ""
-
-    def elem_id(self, item_id):
-        # mirrors Script.elem_id: "script_[<tab>_]<title as identifier>_<item_id>"; the tab name is only
-        # added when the script shows the same way on both tabs
-        need_tabname = self.show(True) == self.show(False)
-        tabname = f"{'img2img' if self.is_img2img else 'txt2img'}_" if need_tabname else ""
-        title = re.sub(r"[^a-z_0-9]", "", re.sub(r"\s", "_", self.title().lower()))
-        return f"script_{tabname}{title}_{item_id}"
+        """Once, with the finished Processed."""
 
     def before_hr(self, p, *args):
-        pass
+        """Before the hires fix's second pass."""
+
+    # UI construction hooks (every script, not only always-on ones)
+    def before_component(self, component, **kwargs):
+        """Before any gradio component of the tab is created; kwargs are its constructor's."""
+
+    def after_component(self, component, **kwargs):
+        """After any gradio component of the tab is created."""
+
+    def _tab_prefix(self) -> str:
+        # the tab goes into element ids only when the script shows the same way on both tabs
+        if self.show(True) != self.show(False):
+            return ""
+        return ("img2img" if self.is_img2img else "txt2img") + "_"
+
+    def elem_id(self, item_id):
+        """scripts.py Script.elem_id: ``script_[<tab>_]<title as an identifier>_<item_id>``."""
+        slug = re.sub(r"[^a-z_0-9]", "", re.sub(r"\s", "_", self.title().lower()))
+        return f"script_{self._tab_prefix()}{slug}_{item_id}"
 
 
 class ScriptBuiltinUI(Script):
-    # mirrors scripts.ScriptBuiltinUI: the built-in sampler/seed/refiner controls (setup() only for UI runs)
-    setup_for_ui_only = True
+    """scripts.py ScriptBuiltinUI: the WebUI's own controls written as scripts (sampler, seed, refiner).
+    Their element ids are the plain ``[<tab>_]<item_id>``, and ``setup`` is skipped for API requests."""
 
-    def elem_id(self, item_id):
-        need_tabname = self.show(True) == self.show(False)
-        tabname = ("img2img" if self.is_img2img else "txt2img") + "_" if need_tabname else ""
-        return f"{tabname}{item_id}"
+    setup_for_ui_only = True
 
     def show(self, is_img2img):
         return AlwaysVisible
 
+    def elem_id(self, item_id):
+        return f"{self._tab_prefix()}{item_id}"
+
+
+ScriptFile = namedtuple("ScriptFile", ["basedir", "filename", "path"])
+ScriptClassData = namedtuple("ScriptClassData", ["script_class", "path", "basedir", "module"])
+
+scripts_data: List[ScriptClassData] = []
+"""Every Script subclass found by load_scripts, in load order (extensions find the X/Y/Z plot here)."""
+postprocessing_scripts_data: List[ScriptClassData] = []
+"""Every Extras-tab (ScriptPostprocessing) class found by load_scripts."""
 
 current_basedir = paths.script_path
 
 
 def basedir():
-    # mirrors scripts.basedir: the extension directory while its scripts load, else the WebUI root
+    """scripts.py basedir: while a script file runs, the folder of the extension it belongs to (the WebUI
+    root for the host's own scripts); the WebUI root at any other time."""
     return current_basedir
 
 
-ScriptFile = namedtuple("ScriptFile", ["basedir", "filename", "path"])
-
-scripts_data = []
-postprocessing_scripts_data = []
-ScriptClassData = namedtuple("ScriptClassData", ["script_class", "path", "basedir", "module"])
-
-
-@dataclass
-class ScriptWithDependencies:
-    script_canonical_name: str
-    file: ScriptFile
-    requires: list
-    load_before: list
-    load_after: list
+def _files_in(root: str, subdir: str) -> List[ScriptFile]:
+    folder = os.path.join(root, subdir)
+    if not os.path.isdir(folder):
+        return []
+    found = [ScriptFile(root, name, os.path.join(folder, name)) for name in sorted(os.listdir(folder))]
+    return [entry for entry in found if entry.filename.lower().endswith(".py") and os.path.isfile(entry.path)]
 
 
-def list_scripts(scriptdirname, extension, *, include_extensions=True):
-    # mirrors scripts.list_scripts: root scripts first, then each active extension's, ordered by the
-    # Requires/Before/After entries of the extensions' metadata.ini
-    found = {}
-    active_extensions = extensions.active()
-    extension_by_name = {ext.canonical_name: ext for ext in active_extensions}
-    scripts_of_extension = {ext.canonical_name: [] for ext in active_extensions}
-
-    root = os.path.join(paths.script_path, scriptdirname)
-    if os.path.exists(root):
-        for filename in sorted(os.listdir(root)):
-            full = os.path.join(root, filename)
-            if os.path.isfile(full) and os.path.splitext(filename)[1].lower() == extension:
-                found[filename] = ScriptWithDependencies(filename, ScriptFile(paths.script_path, filename, full), [], [], [])
-
-    if include_extensions:
-        for ext in active_extensions:
-            for script_file in ext.list_files(scriptdirname, extension):
-                if not os.path.isfile(script_file.path):
-                    continue
-                canonical = ("builtin/" if ext.is_builtin else "") + ext.canonical_name + "/" + script_file.filename
-                relative = scriptdirname + "/" + script_file.filename
-                entry = ScriptWithDependencies(
-                    script_canonical_name=canonical,
-                    file=script_file,
-                    requires=ext.metadata.get_script_requirements("Requires", relative, scriptdirname),
-                    load_before=ext.metadata.get_script_requirements("Before", relative, scriptdirname),
-                    load_after=ext.metadata.get_script_requirements("After", relative, scriptdirname),
-                )
-                found[canonical] = entry
-                scripts_of_extension[ext.canonical_name].append(entry)
-
-    for canonical, entry in found.items():
-        for before in entry.load_before:
-            other = found.get(before)
-            if other:
-                other.load_after.append(canonical)
-            for other in scripts_of_extension.get(before) or []:
-                other.load_after.append(canonical)
-        for after in list(entry.load_after):
-            if after not in found and after in scripts_of_extension:
-                entry.load_after.remove(after)
-                for other in scripts_of_extension.get(after, []):
-                    entry.load_after.append(other.script_canonical_name)
-
-    dependencies = {}
-    for canonical, entry in found.items():
-        for required in entry.requires:
-            if required not in found and required not in extension_by_name:
-                errors.report(f'Script "{canonical}" requires "{required}" to be loaded, but it is not.', exc_info=False)
-        dependencies[canonical] = entry.load_after
-
-    return [found[name].file for name in topological_sort(dependencies)]
+def _script_files() -> List[ScriptFile]:
+    """scripts.py list_scripts, without metadata.ini ordering: the root's scripts, each active
+    extension's (in the extensions' order), then the built-in processing scripts."""
+    found = _files_in(paths.script_path, "scripts")
+    for extension in extensions.active():
+        found += _files_in(extension.path, "scripts")
+    return found + _files_in(paths.script_path, os.path.join("modules", "processing_scripts"))
 
 
-def list_files_with_name(filename):
-    # mirrors scripts.list_files_with_name
-    result = []
-    for dirpath in [paths.script_path] + [ext.path for ext in extensions.active()]:
-        if not os.path.isdir(dirpath):
-            continue
-        path = os.path.join(dirpath, filename)
-        if os.path.isfile(path):
-            result.append(path)
-    return result
+def _collect_classes(module, source: ScriptFile) -> None:
+    # every class in the module's namespace counts, imported ones included, as in the real loader
+    classes = [value for value in list(vars(module).values()) if inspect.isclass(value)]
+    for kind, found in ((Script, scripts_data), (scripts_postprocessing.ScriptPostprocessing, postprocessing_scripts_data)):
+        found += [ScriptClassData(cls, source.path, source.basedir, module) for cls in classes if issubclass(cls, kind)]
 
 
 def load_scripts():
-    # mirrors scripts.load_scripts: forgets all script classes and ALL callbacks, executes every script
-    # file again (an extension's root is put in front of sys.path while its file runs, and basedir()
-    # returns it), then makes fresh runners. Modules the scripts import stay in sys.modules.
-    global current_basedir, scripts_txt2img, scripts_img2img, scripts_postproc
+    """scripts.py load_scripts: forget the script classes and all callbacks, execute every script file
+    again (an extension's folder first on sys.path, and returned by basedir(), while its file runs; a
+    file that fails is reported and skipped), then make fresh runners for both tabs. Modules the script
+    files import stay in sys.modules."""
+    global current_basedir, scripts_txt2img, scripts_img2img
     scripts_data.clear()
     postprocessing_scripts_data.clear()
     script_callbacks.clear_callbacks()
 
-    scripts_list = list_scripts("scripts", ".py") + list_scripts("modules/processing_scripts", ".py", include_extensions=False)
-
-    syspath = sys.path
-
-    def register_scripts_from_module(module, scriptfile):
-        for script_class in module.__dict__.values():
-            if not inspect.isclass(script_class):
-                continue
-            if issubclass(script_class, Script):
-                scripts_data.append(ScriptClassData(script_class, scriptfile.path, scriptfile.basedir, module))
-            elif issubclass(script_class, scripts_postprocessing.ScriptPostprocessing):
-                postprocessing_scripts_data.append(ScriptClassData(script_class, scriptfile.path, scriptfile.basedir, module))
-
-    for scriptfile in scripts_list:
+    for source in _script_files():
+        saved_path = sys.path
+        if source.basedir != paths.script_path:
+            sys.path = [source.basedir, *saved_path]
+        current_basedir = source.basedir
         try:
-            if scriptfile.basedir != paths.script_path:
-                sys.path = [scriptfile.basedir] + sys.path
-            current_basedir = scriptfile.basedir
-            module = script_loading.load_module(scriptfile.path)
-            register_scripts_from_module(module, scriptfile)
+            _collect_classes(script_loading.load_module(source.path), source)
         except Exception:
-            errors.report(f"Error loading script: {scriptfile.filename}", exc_info=True)
+            errors.report(f"Error loading script: {source.filename}", exc_info=True)
         finally:
-            sys.path = syspath
+            sys.path = saved_path
             current_basedir = paths.script_path
-            timer.startup_timer.record(scriptfile.filename)
 
     scripts_txt2img = ScriptRunner()
     scripts_img2img = ScriptRunner()
-    scripts_postproc = scripts_postprocessing.ScriptPostprocessingRunner()
 
 
-def wrap_call(func, filename, funcname, *args, default=None, **kwargs):
-    # mirrors scripts.wrap_call: report and return the default on an exception
+def wrap_call(func: Callable, filename: str, funcname: str, *args: Any, default: Any = None, **kwargs: Any) -> Any:
+    """scripts.py wrap_call: call a script's method; on an exception report it and return ``default``."""
     try:
         return func(*args, **kwargs)
     except Exception:
         errors.report(f"Error calling: {filename}/{funcname}", exc_info=True)
-    return default
+        return default
+
+
+_HOOKS = (
+    "before_process process before_process_batch after_extra_networks_activate process_batch process_before_every_sampling "
+    "on_mask_blend post_sample postprocess_batch postprocess_batch_list postprocess_image postprocess_maskoverlay "
+    "postprocess_image_after_composite postprocess before_hr"
+).split()
+"""The hook runners ScriptRunner gets (see ``_hook_runner``)."""
+
+_COMPONENT_HOOKS = ("before_component", "after_component")
+
+
+def _instantiate(data: ScriptClassData) -> Optional[Script]:
+    try:
+        return data.script_class()
+    except Exception:
+        errors.report(f"Error # failed to initialize Script {data.module}: ", exc_info=True)
+        return None
 
 
 class ScriptRunner:
-    # mirrors scripts.ScriptRunner
+    """modules/scripts.py ScriptRunner: one tab's script instances, their UI inputs and hook runners.
+
+    Each hook runner ``runner.<hook>(p, *leading, **kwargs)`` calls ``script.<hook>(p, *leading,
+    *script_args, **kwargs)`` for the always-on scripts overriding it; ``postprocess_batch(p, images,
+    **kwargs)`` passes the images as the keyword ``images``, as the real one does."""
+
     def __init__(self):
-        self.scripts = []
-        self.selectable_scripts = []
-        self.alwayson_scripts = []
-        self.titles = []
-        self.title_map = {}
-        self.infotext_fields = []
-        self.paste_field_names = []
-        self.inputs = [None]
-        self.callback_map = {}
-        self.callback_names = [
-            "before_process",
-            "process",
-            "before_process_batch",
-            "after_extra_networks_activate",
-            "process_batch",
-            "postprocess",
-            "postprocess_batch",
-            "postprocess_batch_list",
-            "post_sample",
-            "on_mask_blend",
-            "postprocess_image",
-            "postprocess_maskoverlay",
-            "postprocess_image_after_composite",
-            "before_component",
-            "after_component",
-        ]
-        self.on_before_component_elem_id = {}
-        self.on_after_component_elem_id = {}
+        self.scripts: List[Script] = []
+        self.selectable_scripts: List[Script] = []
+        self.alwayson_scripts: List[Script] = []
+        self.titles: List[str] = []
+        self.title_map: dict = {}
+        self.infotext_fields: list = []
+        self.paste_field_names: list = []
+        self.inputs: list = [None]
 
     def initialize_scripts(self, is_img2img):
-        # mirrors ScriptRunner.initialize_scripts: one instance per script class; show() decides
-        # alwayson (AlwaysVisible) / selectable (truthy) / hidden
-        from modules import scripts_auto_postprocessing
-
-        self.scripts.clear()
-        self.alwayson_scripts.clear()
-        self.selectable_scripts.clear()
-
-        for script_data in scripts_auto_postprocessing.create_auto_preprocessing_script_data() + scripts_data:
-            try:
-                script = script_data.script_class()
-            except Exception:
-                errors.report(f"Error # failed to initialize Script {script_data.module}: ", exc_info=True)
+        """scripts.py ScriptRunner.initialize_scripts: one instance of every loaded class, sorted into
+        always-on and selectable by its ``show()``; a constructor that raises is reported and skipped."""
+        for kept in (self.scripts, self.alwayson_scripts, self.selectable_scripts):
+            kept.clear()
+        tab = "img2img" if is_img2img else "txt2img"
+        for data in scripts_data:
+            script = _instantiate(data)
+            if script is None:
                 continue
+            vars(script).update(filename=data.path, is_img2img=is_img2img, is_txt2img=not is_img2img, tabname=tab)
+            shown = script.show(is_img2img)
+            if not shown:
+                continue
+            script.alwayson = shown == AlwaysVisible
+            (self.alwayson_scripts if script.alwayson else self.selectable_scripts).append(script)
+            self.scripts.append(script)
 
-            script.filename = script_data.path
-            script.is_txt2img = not is_img2img
-            script.is_img2img = is_img2img
-            script.tabname = "img2img" if is_img2img else "txt2img"
-
-            visibility = script.show(script.is_img2img)
-            if visibility == AlwaysVisible:
-                self.scripts.append(script)
-                self.alwayson_scripts.append(script)
-                script.alwayson = True
-            elif visibility:
-                self.scripts.append(script)
-                self.selectable_scripts.append(script)
-
-        self.callback_map.clear()
-        self.apply_on_before_component_callbacks()
-
-    def apply_on_before_component_callbacks(self):
-        # mirrors ScriptRunner.apply_on_before_component_callbacks
-        for script in self.scripts:
-            on_before = script.on_before_component_elem_id or []
-            on_after = script.on_after_component_elem_id or []
-            for elem_id, callback in on_before:
-                self.on_before_component_elem_id.setdefault(elem_id, []).append((callback, script))
-            for elem_id, callback in on_after:
-                self.on_after_component_elem_id.setdefault(elem_id, []).append((callback, script))
-            on_before.clear()
-            on_after.clear()
+    def prepare_ui(self):
+        """scripts.py ScriptRunner.prepare_ui: the tab's inputs start over, with the dropdown's place."""
+        self.inputs = [None]
 
     def create_script_ui(self, script):
-        # mirrors ScriptRunner.create_script_ui: args_from/args_to are the script's slice of the inputs
-        script.args_from = len(self.inputs)
-        script.args_to = len(self.inputs)
+        """scripts.py ScriptRunner.create_script_ui: call ``ui()`` and append its controls to the inputs;
+        ``args_from``/``args_to`` become the script's slice (empty without a UI)."""
+        script.args_from = script.args_to = len(self.inputs)
         try:
-            self.create_script_ui_inner(script)
+            controls = wrap_call(script.ui, script.filename, "ui", script.is_img2img)
+            script.controls = controls
+            if controls is None:
+                return
+            script.name = wrap_call(script.title, script.filename, "title", default=script.filename).lower()
+            self.infotext_fields += script.infotext_fields or []
+            self.paste_field_names += script.paste_field_names or []
+            self.inputs += controls
+            script.args_to = len(self.inputs)
         except Exception:
             errors.report(f"Error creating UI for {script.name}: ", exc_info=True)
 
-    def create_script_ui_inner(self, script):
-        # mirrors ScriptRunner.create_script_ui_inner (api_info built from the controls as the real one)
-        import modules.api.models as api_models
-
-        controls = wrap_call(script.ui, script.filename, "ui", script.is_img2img)
-        script.controls = controls
-        if controls is None:
-            return
-
-        script.name = wrap_call(script.title, script.filename, "title", default=script.filename).lower()
-
-        api_args = []
-        for control in controls:
-            control.custom_script_source = os.path.basename(script.filename)
-            arg_info = api_models.ScriptArg(label=control.label or "")
-            for field_name in ("value", "minimum", "maximum", "step"):
-                v = getattr(control, field_name, None)
-                if v is not None:
-                    setattr(arg_info, field_name, v)
-            choices = getattr(control, "choices", None)
-            if choices is not None:
-                arg_info.choices = [x[0] if isinstance(x, tuple) else x for x in choices]
-            api_args.append(arg_info)
-
-        script.api_info = api_models.ScriptInfo(
-            name=script.name, is_img2img=script.is_img2img, is_alwayson=script.alwayson, args=api_args
-        )
-
-        if script.infotext_fields is not None:
-            self.infotext_fields += script.infotext_fields
-        if script.paste_field_names is not None:
-            self.paste_field_names += script.paste_field_names
-
-        self.inputs += controls
-        script.args_to = len(self.inputs)
-
     def setup_ui_for_section(self, section, scriptlist=None):
-        # mirrors ScriptRunner.setup_ui_for_section: each script's UI inside its own gr.Group unless
-        # create_group is False
-        if scriptlist is None:
-            scriptlist = self.alwayson_scripts
-        for script in scriptlist:
+        """scripts.py ScriptRunner.setup_ui_for_section: the UIs of the always-on scripts placed in
+        ``section`` (or of ``scriptlist``), each inside its own gr.Group unless ``create_group`` is
+        False; a selectable script's group starts hidden."""
+        for script in self.alwayson_scripts if scriptlist is None else scriptlist:
             if script.alwayson and script.section != section:
                 continue
-            if script.create_group:
-                with gr.Group(visible=script.alwayson) as group:
-                    self.create_script_ui(script)
-                script.group = group
-            else:
+            if not script.create_group:
                 self.create_script_ui(script)
-
-    def prepare_ui(self):
-        self.inputs = [None]
+                continue
+            with gr.Group(visible=script.alwayson) as group:
+                self.create_script_ui(script)
+            script.group = group
 
     def setup_ui(self):
-        # mirrors ScriptRunner.setup_ui: section-less alwayson scripts, the "Script" dropdown (inputs[0]),
-        # then the selectable scripts' UIs
-        all_titles = [wrap_call(script.title, script.filename, "title") or script.filename for script in self.scripts]
-        self.title_map = {title.lower(): script for title, script in zip(all_titles, self.scripts)}
-        self.titles = [
-            wrap_call(script.title, script.filename, "title") or f"{script.filename} [error]"
-            for script in self.selectable_scripts
-        ]
+        """scripts.py ScriptRunner.setup_ui: the section-less always-on UIs, the "Script" dropdown
+        (inputs[0], an index), then the selectable scripts' hidden UIs; selecting a script shows its
+        group, and pasting an infotext with "Script: <title>" selects it."""
+
+        def title_of(script, fallback):
+            return wrap_call(script.title, script.filename, "title") or fallback
+
+        self.title_map = {title_of(script, script.filename).lower(): script for script in self.scripts}
+        self.titles = [title_of(script, f"{script.filename} [error]") for script in self.selectable_scripts]
 
         self.setup_ui_for_section(None)
-
-        dropdown = gr.Dropdown(label="Script", elem_id="script_list", choices=["None"] + self.titles, value="None", type="index")
+        dropdown = gr.Dropdown(label="Script", elem_id="script_list", choices=["None", *self.titles], value="None", type="index")
         self.inputs[0] = dropdown
-
         self.setup_ui_for_section(None, self.selectable_scripts)
 
-        def select_script(script_index):
-            if script_index is None:
-                script_index = 0
-            selected = self.selectable_scripts[script_index - 1] if script_index > 0 else None
-            return [gr.update(visible=selected == s) for s in self.selectable_scripts]
+        def show_selected(index):
+            chosen = self.selectable_scripts[index - 1] if index else None
+            return [gr.update(visible=script is chosen) for script in self.selectable_scripts]
 
-        def init_field(title):
-            if title == "None":
-                return
-            self.selectable_scripts[self.titles.index(title)].group.visible = True
+        dropdown.change(fn=show_selected, inputs=[dropdown], outputs=[script.group for script in self.selectable_scripts])
 
-        dropdown.init_field = init_field
-        dropdown.change(fn=select_script, inputs=[dropdown], outputs=[script.group for script in self.selectable_scripts])
+        self.infotext_fields.append((dropdown, lambda params: gr.update(value=params.get("Script", "None"))))
 
-        self.script_load_ctr = 0
+        def shown_when_pasted(title):
+            return lambda params: gr.update(visible=params.get("Script") == title)
 
-        def onload_script_visibility(params):
-            title = params.get("Script", None)
-            if title:
-                try:
-                    title_index = self.titles.index(title)
-                    visibility = title_index == self.script_load_ctr
-                    self.script_load_ctr = (self.script_load_ctr + 1) % len(self.titles)
-                    return gr.update(visible=visibility)
-                except ValueError:
-                    params["Script"] = None
-                    print(f'Cannot find Script: "{title}"')
-            return gr.update(visible=False)
-
-        self.infotext_fields.append((dropdown, lambda x: gr.update(value=x.get("Script", "None"))))
-        self.infotext_fields.extend([(script.group, onload_script_visibility) for script in self.selectable_scripts])
-
-        self.apply_on_before_component_callbacks()
+        for title, script in zip(self.titles, self.selectable_scripts):
+            self.infotext_fields.append((script.group, shown_when_pasted(title)))
         return self.inputs
 
+    def script(self, title):
+        """The script instance titled ``title`` (any case), or None."""
+        return self.title_map.get(title.lower())
+
     def run(self, p, *args):
-        # mirrors ScriptRunner.run: args[0] is the 1-based index of the selected script (0 = none)
-        script_index = args[0]
-        if script_index == 0 or script_index is None:
+        """scripts.py ScriptRunner.run: the selected script's ``run`` with its slice of ``args``, or None
+        when args[0] selects none. Its exceptions propagate."""
+        index = args[0]
+        if not index:
             return None
-        script = self.selectable_scripts[script_index - 1]
-        if script is None:
-            return None
+        script = self.selectable_scripts[index - 1]
         processed = script.run(p, *args[script.args_from : script.args_to])
         shared.total_tqdm.clear()
         return processed
 
-    def list_scripts_for_method(self, method_name):
-        if method_name in ("before_component", "after_component"):
-            return self.scripts
-        return self.alwayson_scripts
-
-    def create_ordered_callbacks_list(self, method_name, *, enable_user_sort=True):
-        # mirrors ScriptRunner.create_ordered_callbacks_list: only scripts whose class overrides the hook
-        script_list = self.list_scripts_for_method(method_name)
-        category = f"script_{method_name}"
-        callbacks = []
-        for script in script_list:
-            if getattr(script.__class__, method_name, None) == getattr(Script, method_name, None):
-                continue
-            script_callbacks.add_callback(
-                callbacks, script, category=category, name=script.__class__.__name__, filename=script.filename
-            )
-        return script_callbacks.sort_callbacks(category, callbacks, enable_user_sort=enable_user_sort)
-
-    def ordered_callbacks(self, method_name, *, enable_user_sort=True):
-        # mirrors ScriptRunner.ordered_callbacks: cached until the number of scripts changes
-        script_list = self.list_scripts_for_method(method_name)
-        category = f"script_{method_name}"
-        count, callbacks = self.callback_map.get(category, (-1, None))
-        if callbacks is None or count != len(script_list):
-            callbacks = self.create_ordered_callbacks_list(method_name, enable_user_sort=enable_user_sort)
-            self.callback_map[category] = len(script_list), callbacks
-        return callbacks
-
     def ordered_scripts(self, method_name):
-        return [x.callback for x in self.ordered_callbacks(method_name)]
+        """The scripts whose class overrides ``method_name``, in load order: the always-on ones for
+        processing hooks, all of the tab's scripts for the component hooks."""
+        candidates = self.scripts if method_name in _COMPONENT_HOOKS else self.alwayson_scripts
+        inherited = getattr(Script, method_name, None)
+        return [script for script in candidates if getattr(type(script), method_name, None) is not inherited]
 
-    def _run_hook(self, method_name, label, p, *extra, **kwargs):
-        # the shared body of the real per-hook runners: slice this script's args, call, report and go on
+    def _call_hook(self, method_name: str, p, leading: tuple, kwargs: dict) -> None:
         for script in self.ordered_scripts(method_name):
             try:
-                script_args = p.script_args[script.args_from : script.args_to]
-                getattr(script, method_name)(p, *extra, *script_args, **kwargs)
+                own_args = p.script_args[script.args_from : script.args_to]
+                getattr(script, method_name)(p, *leading, *own_args, **kwargs)
             except Exception:
-                errors.report(f"Error running {label}: {script.filename}", exc_info=True)
-
-    def before_process(self, p):
-        self._run_hook("before_process", "before_process", p)
-
-    def process(self, p):
-        self._run_hook("process", "process", p)
-
-    def process_before_every_sampling(self, p, **kwargs):
-        self._run_hook("process_before_every_sampling", "process_before_every_sampling", p, **kwargs)
-
-    def before_process_batch(self, p, **kwargs):
-        self._run_hook("before_process_batch", "before_process_batch", p, **kwargs)
-
-    def after_extra_networks_activate(self, p, **kwargs):
-        self._run_hook("after_extra_networks_activate", "after_extra_networks_activate", p, **kwargs)
-
-    def process_batch(self, p, **kwargs):
-        self._run_hook("process_batch", "process_batch", p, **kwargs)
-
-    def postprocess(self, p, processed):
-        # mirrors ScriptRunner.postprocess: processed goes before the script's args
-        self._run_hook("postprocess", "postprocess", p, processed)
-
-    def postprocess_batch(self, p, images, **kwargs):
-        # mirrors ScriptRunner.postprocess_batch: images is passed as a keyword argument
-        for script in self.ordered_scripts("postprocess_batch"):
-            try:
-                script_args = p.script_args[script.args_from : script.args_to]
-                script.postprocess_batch(p, *script_args, images=images, **kwargs)
-            except Exception:
-                errors.report(f"Error running postprocess_batch: {script.filename}", exc_info=True)
-
-    def postprocess_batch_list(self, p, pp: PostprocessBatchListArgs, **kwargs):
-        self._run_hook("postprocess_batch_list", "postprocess_batch_list", p, pp, **kwargs)
-
-    def post_sample(self, p, ps: PostSampleArgs):
-        self._run_hook("post_sample", "post_sample", p, ps)
-
-    def on_mask_blend(self, p, mba: MaskBlendArgs):
-        # the real runner's error message says "post_sample" here too
-        self._run_hook("on_mask_blend", "post_sample", p, mba)
-
-    def postprocess_image(self, p, pp: PostprocessImageArgs):
-        self._run_hook("postprocess_image", "postprocess_image", p, pp)
-
-    def postprocess_maskoverlay(self, p, ppmo: PostProcessMaskOverlayArgs):
-        self._run_hook("postprocess_maskoverlay", "postprocess_image", p, ppmo)
-
-    def postprocess_image_after_composite(self, p, pp: PostprocessImageArgs):
-        self._run_hook("postprocess_image_after_composite", "postprocess_image_after_composite", p, pp)
-
-    def before_component(self, component, **kwargs):
-        # mirrors ScriptRunner.before_component
-        for callback, script in self.on_before_component_elem_id.get(kwargs.get("elem_id"), []):
-            try:
-                callback(OnComponent(component=component))
-            except Exception:
-                errors.report(f"Error running on_before_component: {script.filename}", exc_info=True)
-        for script in self.ordered_scripts("before_component"):
-            try:
-                script.before_component(component, **kwargs)
-            except Exception:
-                errors.report(f"Error running before_component: {script.filename}", exc_info=True)
-
-    def after_component(self, component, **kwargs):
-        # mirrors ScriptRunner.after_component
-        for callback, script in self.on_after_component_elem_id.get(component.elem_id, []):
-            try:
-                callback(OnComponent(component=component))
-            except Exception:
-                errors.report(f"Error running on_after_component: {script.filename}", exc_info=True)
-        for script in self.ordered_scripts("after_component"):
-            try:
-                script.after_component(component, **kwargs)
-            except Exception:
-                errors.report(f"Error running after_component: {script.filename}", exc_info=True)
-
-    def script(self, title):
-        return self.title_map.get(title.lower())
-
-    def reload_sources(self, cache):
-        # mirrors ScriptRunner.reload_sources: re-executes the files, keeps each script's args slice
-        for index, script in list(enumerate(self.scripts)):
-            args_from, args_to, filename = script.args_from, script.args_to, script.filename
-            module = cache.get(filename, None)
-            if module is None:
-                module = script_loading.load_module(script.filename)
-                cache[filename] = module
-            for script_class in module.__dict__.values():
-                if type(script_class) is type and issubclass(script_class, Script):
-                    self.scripts[index] = script_class()
-                    self.scripts[index].filename = filename
-                    self.scripts[index].args_from = args_from
-                    self.scripts[index].args_to = args_to
-
-    def before_hr(self, p):
-        self._run_hook("before_hr", "before_hr", p)
+                errors.report(f"Error running {method_name}: {script.filename}", exc_info=True)
 
     def setup_scrips(self, p, *, is_ui=True):
-        # mirrors ScriptRunner.setup_scrips (sic): ScriptBuiltinUI scripts are skipped for API runs
+        """scripts.py ScriptRunner.setup_scrips (sic): every ``setup``, except the built-in UI scripts'
+        for API requests."""
         for script in self.ordered_scripts("setup"):
-            if not is_ui and script.setup_for_ui_only:
+            if script.setup_for_ui_only and not is_ui:
                 continue
             try:
-                script_args = p.script_args[script.args_from : script.args_to]
-                script.setup(p, *script_args)
+                script.setup(p, *p.script_args[script.args_from : script.args_to])
             except Exception:
                 errors.report(f"Error running setup: {script.filename}", exc_info=True)
 
-    def set_named_arg(self, args, script_name, arg_elem_id, value, fuzzy=False):
-        # mirrors ScriptRunner.set_named_arg
-        script = next((x for x in self.scripts if x.name == script_name), None)
-        if script is None:
-            raise RuntimeError(f"script {script_name} not found")
-        for i, control in enumerate(script.controls):
-            if (arg_elem_id in control.elem_id) if fuzzy else (arg_elem_id == control.elem_id):
-                index = script.args_from + i
-                if isinstance(args, tuple):
-                    return args[:index] + (value,) + args[index + 1 :]
-                if isinstance(args, list):
-                    args[index] = value
-                    return args
-                raise RuntimeError(f"args is not a list or tuple, but {type(args)}")
-        raise RuntimeError(f"arg_elem_id {arg_elem_id} not found in script {script_name}")
+    def _call_component_hook(self, method_name: str, component, kwargs: dict) -> None:
+        for script in self.ordered_scripts(method_name):
+            try:
+                getattr(script, method_name)(component, **kwargs)
+            except Exception:
+                errors.report(f"Error running {method_name}: {script.filename}", exc_info=True)
+
+    def before_component(self, component, **kwargs):
+        """scripts.py ScriptRunner.before_component: every script's before_component."""
+        self._call_component_hook("before_component", component, kwargs)
+
+    def after_component(self, component, **kwargs):
+        """scripts.py ScriptRunner.after_component: every script's after_component."""
+        self._call_component_hook("after_component", component, kwargs)
 
 
-scripts_txt2img: ScriptRunner = None
-scripts_img2img: ScriptRunner = None
-scripts_postproc = None
-scripts_current: ScriptRunner = None
+def _hook_runner(method_name: str) -> Callable:
+    def run_hook(self, p, *leading, **kwargs):
+        if method_name == "postprocess_batch":
+            (kwargs["images"],) = leading
+            leading = ()
+        self._call_hook(method_name, p, leading, kwargs)
+
+    run_hook.__name__ = run_hook.__qualname__ = method_name
+    run_hook.__doc__ = f"scripts.py ScriptRunner.{method_name}: every always-on script's {method_name}, errors reported."
+    return run_hook
 
 
-def reload_script_body_only():
-    cache = {}
-    scripts_txt2img.reload_sources(cache)
-    scripts_img2img.reload_sources(cache)
+for _method_name in _HOOKS:
+    setattr(ScriptRunner, _method_name, _hook_runner(_method_name))
 
 
-reload_scripts = load_scripts  # compatibility alias, as in the real file
+scripts_txt2img: Optional[ScriptRunner] = None
+scripts_img2img: Optional[ScriptRunner] = None
+scripts_current: Optional[ScriptRunner] = None
+"""The runner whose tab the UI is building (its component hooks fire), None otherwise."""

@@ -1,52 +1,18 @@
-"""Mirrors modules/scripts_postprocessing.py, simplified to the classes extensions subclass or use
-(the Extras tab runner is a stub: the stand-in has no Extras tab)."""
+"""Stand-in for modules/scripts_postprocessing.py, reduced to the base class of Extras-tab scripts.
 
-import dataclasses
-
-
-@dataclasses.dataclass
-class PostprocessedImageSharedInfo:
-    target_width: int = None
-    target_height: int = None
-
-
-class PostprocessedImage:
-    # mirrors scripts_postprocessing.PostprocessedImage (without suffix handling)
-    def __init__(self, image):
-        self.image = image
-        self.info = {}
-        self.shared = PostprocessedImageSharedInfo()
-        self.extra_images = []
-        self.nametags = []
-        self.disable_processing = False
-        self.caption = None
+The stand-in has no Extras tab: ``scripts.load_scripts`` only sorts such classes into
+``scripts.postprocessing_scripts_data`` as the real loader does, and nothing runs them."""
 
 
 class ScriptPostprocessing:
-    # mirrors scripts_postprocessing.ScriptPostprocessing (the base class of Extras-tab scripts)
-    filename = None
-    controls = None
-    args_from = None
-    args_to = None
-    order = 1000
+    """scripts_postprocessing.py ScriptPostprocessing: what marks a class in a script file as an
+    Extras-tab operation rather than a txt2img/img2img Script."""
+
     name = None
-    group = None
+    order = 1000
 
     def ui(self):
-        pass
+        """The operation's components, as a dict of argument name -> component."""
 
-    def process(self, pp: PostprocessedImage, **args):
-        pass
-
-    def process_firstpass(self, pp: PostprocessedImage, **args):
-        pass
-
-    def image_changed(self):
-        pass
-
-
-class ScriptPostprocessingRunner:
-    # simplified stub of scripts_postprocessing.ScriptPostprocessingRunner
-    def __init__(self):
-        self.scripts = None
-        self.ui_created = False
+    def process(self, pp, **args):
+        """Apply the operation to one image (``pp.image``)."""

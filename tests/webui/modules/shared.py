@@ -1,60 +1,59 @@
-"""Mirrors modules/shared.py (+ the parts of modules/shared_init.py that create opts and state).
+"""Stand-in for modules/shared.py (with what modules/shared_init.py puts into it): the WebUI's
+process-wide objects. ``opts`` (settings), ``cmd_opts`` (command line), ``state`` (job progress) and
+``sd_model`` (the loaded model: a property of ``shared_items.Shared``, None until the harness loads a
+checkpoint) are what extensions mostly read.
 
-``sd_model`` is a property (modules/shared_items.py ``Shared``, installed when shared_items is imported
-above, as in the real host) over ``sd_models.model_data``: None until the harness loads a checkpoint."""
+Simplified: no styles are defined, no hypernetworks or upscaler models are found (images.py adds the
+PIL upscalers to ``sd_upscalers``), and ``total_tqdm`` only counts."""
+
+from __future__ import annotations
 
 import sys
+from typing import Any, List
 
-from modules import options, shared_cmd_options, shared_items, shared_options, util  # noqa: F401 - shared_items: see sd_model
-from modules.paths_internal import data_path, extensions_builtin_dir, extensions_dir, models_path, script_path  # noqa: F401
+# shared_items is imported for its side effect: it makes shared.sd_model a property
+from modules import devices, options, shared_cmd_options, shared_items, shared_options, shared_state  # noqa: F401
 
 cmd_opts = shared_cmd_options.cmd_opts
-parser = shared_cmd_options.parser
+OptionInfo = options.OptionInfo
+options_section = options.options_section
+options_templates = shared_options.options_templates
+opts = options.Options(options_templates)
+"""The settings. Its table of declared settings is ``options_templates`` itself, so a built-in script
+that adds to options_templates when it loads (as the real processing_scripts/comments.py does)
+declares a setting."""
 
-batch_cond_uncond = True  # old field, unused in the real host too
-parallel_processing_allowed = True
 demo = None
-device = None  # set below, after devices is importable
-weight_load_location = None
-xformers_available = False
-hypernetworks = {}
-loaded_hypernetworks = []
-face_restorers = []
 settings_components = None
-tab_names = []
+parallel_processing_allowed = True
+progress_print_out = sys.stdout
+sd_upscalers: List[Any] = []
+loaded_hypernetworks: List[Any] = []
 
 latent_upscale_default_mode = "Latent"
+
+
+def _latent_interpolation(label: str) -> dict:
+    # "Latent (bicubic antialiased)" -> bicubic with antialiasing; no method named -> bilinear
+    words = label[len("Latent"):].strip(" ()").split()
+    method = next((word for word in words if word != "antialiased"), "bilinear")
+    return {"mode": method, "antialias": "antialiased" in words}
+
+
 latent_upscale_modes = {
-    "Latent": {"mode": "bilinear", "antialias": False},
-    "Latent (antialiased)": {"mode": "bilinear", "antialias": True},
-    "Latent (bicubic)": {"mode": "bicubic", "antialias": False},
-    "Latent (bicubic antialiased)": {"mode": "bicubic", "antialias": True},
-    "Latent (nearest)": {"mode": "nearest", "antialias": False},
-    "Latent (nearest-exact)": {"mode": "nearest-exact", "antialias": False},
+    label: _latent_interpolation(label)
+    for label in ["Latent", "Latent (antialiased)", "Latent (bicubic)", "Latent (bicubic antialiased)", "Latent (nearest)",
+                  "Latent (nearest-exact)"]
 }
-
-sd_upscalers = []  # filled by modules/images.py with the PIL-only upscalers ("None", "Lanczos", "Nearest")
-clip_model = None
-progress_print_out = sys.stdout
-
-options_section = options.options_section
-OptionInfo = options.OptionInfo
-OptionHTML = options.OptionHTML
-natural_sort_key = None
-topological_sort = util.topological_sort
-
-# mirrors modules/shared_init.py initialize: opts reads the (mutable) template dict as its labels
-options_templates = shared_options.options_templates
-restricted_opts = shared_options.restricted_opts
-opts = options.Options(options_templates, restricted_opts)
-
-sd_model = None
+"""The hires-fix upscalers that resize the latent (shared.py latent_upscale_modes): label -> the
+torch interpolation they use."""
 
 
-class _PromptStyles:
-    # mirrors modules/styles.py StyleDatabase, simplified: no styles are defined, so applying styles
-    # is the identity and extracting finds none
-    styles = {}
+class _StyleDatabase:
+    """modules/styles.py StyleDatabase with no styles saved: applying styles leaves a prompt as it is
+    and none is ever found in a prompt."""
+
+    styles: dict = {}
 
     def apply_styles_to_prompt(self, prompt, styles):
         return prompt
@@ -66,41 +65,24 @@ class _PromptStyles:
         return [], prompt, negative_prompt
 
 
-class _TotalTQDM:
-    # mirrors modules/shared_total_tqdm.py TotalTQDM, simplified to counters (no progress bar)
+class _TotalProgress:
+    """modules/shared_total_tqdm.py TotalTQDM: the console's progress bar over a whole job, kept here as
+    counters without a bar."""
+
     def __init__(self):
-        self.total = 0
-        self.count = 0
-
-    def reset(self):
-        self.count = 0
-
-    def update(self):
-        self.count += 1
+        self.total = self.count = 0
 
     def updateTotal(self, new_total):
         self.total = new_total
+
+    def update(self):
+        self.count += 1
 
     def clear(self):
         self.count = 0
 
 
-prompt_styles = _PromptStyles()
-total_tqdm = _TotalTQDM()
-interrogator = None
-mem_mon = None
-
-from modules import devices, shared_state  # noqa: E402
-
+prompt_styles = _StyleDatabase()
+total_tqdm = _TotalProgress()
 device = devices.device
 state = shared_state.State()
-
-
-def reload_hypernetworks():
-    pass
-
-
-def list_samplers():
-    import modules.sd_samplers
-
-    return modules.sd_samplers.all_samplers

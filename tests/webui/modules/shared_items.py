@@ -1,88 +1,44 @@
-"""Mirrors the parts of modules/shared_items.py the UI uses, and its ``Shared`` module class that makes
-``shared.sd_model`` a property over ``sd_models.model_data``."""
+"""Stand-in for modules/shared_items.py: the list of UI sections for the "UI item order" setting, and
+the ``Shared`` module class that makes ``shared.sd_model`` a property."""
 
 import sys
 
-import modules.shared  # noqa: F401 - the module whose class is replaced below (may be partially imported)
+import modules.shared  # noqa: F401 - importing shared_items from shared: the module being set up
 
-ui_reorder_categories_builtin_items = [
-    "prompt",
-    "image",
-    "inpaint",
-    "sampler",
-    "accordions",
-    "checkboxes",
-    "dimensions",
-    "cfg",
-    "denoising",
-    "seed",
-    "batch",
-    "override_settings",
-]
+
+_BUILTIN_SECTIONS = tuple(
+    "prompt image inpaint sampler accordions checkboxes dimensions cfg denoising seed batch override_settings".split()
+)
 
 
 def ui_reorder_categories():
-    # mirrors shared_items.ui_reorder_categories: built-in sections, then new sections named by scripts,
-    # then "scripts"
+    """shared_items.py ui_reorder_categories: the built-in sections of the txt2img/img2img settings
+    column in their default order, then each new ``Script.section`` the loaded scripts name, then
+    "scripts" (the section-less script UIs)."""
     from modules import scripts
 
-    yield from ui_reorder_categories_builtin_items
-
-    sections = {}
-    for script in scripts.scripts_txt2img.scripts + scripts.scripts_img2img.scripts:
-        if isinstance(script.section, str) and script.section not in ui_reorder_categories_builtin_items:
-            sections[script.section] = 1
-
-    yield from sections
-
+    yield from _BUILTIN_SECTIONS
+    named = [script.section for script in scripts.scripts_txt2img.scripts + scripts.scripts_img2img.scripts]
+    yield from dict.fromkeys(name for name in named if isinstance(name, str) and name not in _BUILTIN_SECTIONS)
     yield "scripts"
 
 
-def sd_unet_items():
-    # mirrors shared_items.sd_unet_items
-    import modules.sd_unet
-
-    return ["Automatic"] + [x.label for x in modules.sd_unet.unet_options] + ["None"]
-
-
-def refresh_unet_list():
-    # mirrors shared_items.refresh_unet_list
-    import modules.sd_unet
-
-    modules.sd_unet.list_unets()
-
-
-def list_checkpoint_tiles(use_short=False):
-    import modules.sd_models
-
-    return modules.sd_models.checkpoint_tiles(use_short)
-
-
-def list_samplers():
-    import modules.sd_samplers
-
-    return modules.sd_samplers.all_samplers
-
-
-def reload_hypernetworks():
-    pass
-
-
-class Shared(sys.modules["modules.shared"].__class__):
-    # mirrors shared_items.Shared: shared.sd_model reads and writes sd_models.model_data
-    sd_model_val = None
+class Shared(type(sys.modules["modules.shared"])):
+    """shared_items.py Shared: the class of the ``modules.shared`` module object, so that reading
+    ``shared.sd_model`` asks sd_models for the loaded model (None before one is loaded) and assigning it
+    makes a model the loaded one."""
 
     @property
     def sd_model(self):
-        import modules.sd_models
+        from modules import sd_models
 
-        return modules.sd_models.model_data.get_sd_model()
+        return sd_models.model_data.get_sd_model()
 
     @sd_model.setter
     def sd_model(self, value):
-        import modules.sd_models
+        from modules import sd_models
 
-        modules.sd_models.model_data.set_sd_model(value)
+        sd_models.model_data.set_sd_model(value)
 
 
 sys.modules["modules.shared"].__class__ = Shared

@@ -1,19 +1,12 @@
-"""Mirrors modules/timer.py only as far as ``startup_timer.record`` (a no-op here)."""
+"""Stand-in for modules/timer.py."""
 
 
 class Timer:
-    # mirrors modules/timer.py Timer: simplified to recording names only
+    """timer.py Timer: the real one measures the time between ``record`` calls to print where model
+    loading spent it; the stand-in only remembers the names recorded, since it prints no summary."""
+
     def __init__(self):
         self.records = []
 
     def record(self, category, extra_time=0):
         self.records.append(category)
-
-    def summary(self):
-        return ""
-
-    def reset(self):
-        self.records.clear()
-
-
-startup_timer = Timer()
