@@ -44,10 +44,12 @@ def set_samplers():
 
 
 def visible_samplers():
+    """sd_samplers.visible_samplers: the offered entries less those hidden by the hide_samplers setting."""
     return [sampler for sampler in samplers if sampler.name not in samplers_hidden]
 
 
 def visible_sampler_names():
+    """sd_samplers.visible_sampler_names: the names of visible_samplers()."""
     return [sampler.name for sampler in visible_samplers()]
 
 
@@ -71,10 +73,12 @@ def get_sampler_and_scheduler(sampler_name, scheduler_name, *, convert_automatic
 
 
 def get_sampler_from_infotext(d: dict):
+    """sd_samplers.get_sampler_from_infotext: the paste-field reader of the Sampler dropdown."""
     return get_sampler_and_scheduler(d.get("Sampler"), d.get("Schedule type"))[0]
 
 
 def get_scheduler_from_infotext(d: dict):
+    """sd_samplers.get_scheduler_from_infotext: the paste-field reader of the Schedule type dropdown."""
     return get_sampler_and_scheduler(d.get("Sampler"), d.get("Schedule type"))[1]
 
 
@@ -94,10 +98,12 @@ def get_hr_sampler_and_scheduler(d: dict):
 
 
 def get_hr_sampler_from_infotext(d: dict):
+    """sd_samplers.get_hr_sampler_from_infotext: the paste-field reader of the Hires sampler dropdown."""
     return get_hr_sampler_and_scheduler(d)[0]
 
 
 def get_hr_scheduler_from_infotext(d: dict):
+    """sd_samplers.get_hr_scheduler_from_infotext: the paste-field reader of the Hires schedule type dropdown."""
     return get_hr_sampler_and_scheduler(d)[1]
 
 

@@ -68,16 +68,19 @@ def samples_to_images_tensor(sample, approximation=None, model=None):
 
 
 def single_sample_to_image(sample, approximation=None) -> Image.Image:
+    """sd_samplers_common.single_sample_to_image: one latent decoded to a PIL image."""
     pixels = samples_to_images_tensor(sample[None], approximation)[0]
     pixels = torch.clamp(pixels * 0.5 + 0.5, 0.0, 1.0)
     return Image.fromarray((255.0 * np.moveaxis(pixels.cpu().numpy(), 0, 2)).astype(np.uint8))
 
 
 def sample_to_image(samples, index=0, approximation=None) -> Image.Image:
+    """sd_samplers_common.sample_to_image: image ``index`` of a batch of latents (live previews)."""
     return single_sample_to_image(samples[index], approximation)
 
 
 def samples_to_image_grid(samples, approximation=None) -> Image.Image:
+    """sd_samplers_common.samples_to_image_grid: a batch of latents as one grid image (live previews)."""
     from modules import images
 
     return images.image_grid([single_sample_to_image(sample, approximation) for sample in samples])
@@ -155,6 +158,7 @@ def install() -> None:
 
 
 def uninstall() -> None:
+    """Undo :func:`install`, and give k_diffusion.sampling its own ``torch`` back."""
     import torchsde._brownian.brownian_interval as brownian_interval
 
     if _saved_globals:
@@ -336,6 +340,7 @@ class Sampler:
         return samples
 
     def add_infotext(self, p):
+        """Sampler.add_infotext: "Pad conds" / "Pad conds v0" when the denoiser padded a cond on some call."""
         wrap = self.model_wrap_cfg
         if wrap.padded_cond_uncond:
             p.extra_generation_params["Pad conds"] = True

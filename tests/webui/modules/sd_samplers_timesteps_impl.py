@@ -11,8 +11,6 @@ schedule is read as Python floats here)."""
 
 from __future__ import annotations
 
-import math
-
 import k_diffusion.sampling
 import torch
 
@@ -28,20 +26,20 @@ def _alphas_cumprod(model) -> torch.Tensor:
     return model.inner_model.inner_model.alphas_cumprod
 
 
-def _steps_down(model, timesteps):
+def _steps_down(model, x, timesteps):
     """(index, timestep, previous timestep, alpha there, alpha at the previous one), from the top down to
-    the second timestep."""
+    the second timestep; the alphas as 0-d tensors of x's dtype, so the updates round as the real ones do."""
     alphas = _alphas_cumprod(model)
     for index in range(len(timesteps) - 1):
         t, t_prev = timesteps[len(timesteps) - 1 - index], timesteps[len(timesteps) - 2 - index]
-        yield index, t.item(), t_prev.item(), float(alphas[t]), float(alphas[t_prev])
+        yield index, t.item(), t_prev.item(), alphas[t].to(x), alphas[t_prev].to(x)
 
 
 def _ddim_step(x, eps, alpha, alpha_prev, direction, sigma=0.0):
     """The DDIM update without its noise term: x' = sqrt(a') x0 + sqrt(1 - a' - sigma^2) direction, where
     x0 = (x - sqrt(1 - a) eps) / sqrt(a) is the predicted clean latent. Returns (x', x0)."""
-    x0 = (x - math.sqrt(1 - alpha) * eps) / math.sqrt(alpha)
-    return math.sqrt(alpha_prev) * x0 + math.sqrt(1.0 - alpha_prev - sigma**2) * direction, x0
+    x0 = (x - (1 - alpha).sqrt() * eps) / alpha.sqrt()
+    return alpha_prev.sqrt() * x0 + (1.0 - alpha_prev - sigma**2).sqrt() * direction, x0
 
 
 def _ddim(model, x, timesteps, extra_args, callback, eta, cfgpp):
@@ -50,9 +48,12 @@ def _ddim(model, x, timesteps, extra_args, callback, eta, cfgpp):
     k_diffusion.sampling.torch (TorchHijack: p.rng) on every step, whatever eta, as the real sampler does."""
     extra_args = extra_args or {}
     per_image = x.new_ones(x.shape[0])
-    for i, t, _, alpha, alpha_prev in _steps_down(model, timesteps):
+    for i, t, _, alpha, alpha_prev in _steps_down(model, x, timesteps):
         eps = model(x, t * per_image, **extra_args)
-        sigma = eta * math.sqrt((1 - alpha_prev) / (1 - alpha) * (1 - alpha / alpha_prev))
+        # in float64 from the float32 alphas, 1 / (1 - a) taken in float32: how the real code's mix of numpy
+        # and torch evaluates it
+        a, a_prev = alpha.double(), alpha_prev.double()
+        sigma = (eta * torch.sqrt((1 - alpha).reciprocal().double() * (1 - a_prev) * (1 - a / a_prev))).to(x.dtype)
         x, x0 = _ddim_step(x, eps, alpha, alpha_prev, model.last_noise_uncond if cfgpp else eps, sigma)
         x = x + sigma * k_diffusion.sampling.torch.randn_like(x)
         if callback is not None:
@@ -85,7 +86,7 @@ def plms(model, x, timesteps, extra_args=None, callback=None, disable=None):
     extra_args = extra_args or {}
     per_image = x.new_ones(x.shape[0])
     earlier = []
-    for i, t, t_prev, alpha, alpha_prev in _steps_down(model, timesteps):
+    for i, t, t_prev, alpha, alpha_prev in _steps_down(model, x, timesteps):
         eps = model(x, t * per_image, **extra_args)
         if earlier:
             weights, divisor = _ADAMS_BASHFORTH[len(earlier)]

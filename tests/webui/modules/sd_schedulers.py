@@ -33,6 +33,7 @@ def install() -> None:
 
 
 def uninstall() -> None:
+    """Give k-diffusion its own ``to_d`` back."""
     if _saved_to_d:
         k_diffusion.sampling.to_d = _saved_to_d.pop()
 
@@ -70,6 +71,7 @@ def normal_scheduler(n, sigma_min, sigma_max, inner_model, device, sgm=False):
 
 
 def sgm_uniform(n, sigma_min, sigma_max, inner_model, device):
+    """sd_schedulers.sgm_uniform: normal_scheduler with ``sgm``."""
     return normal_scheduler(n, sigma_min, sigma_max, inner_model, device, sgm=True)
 
 
