@@ -1,22 +1,24 @@
-"""Mirrors modules/sd_samplers_cfg_denoiser.py: CFGDenoiser, the classifier-free-guidance wrapper the
-k-diffusion samplers call once per model evaluation.
+"""Stand-in for the WebUI's modules/sd_samplers_cfg_denoiser.py: CFGDenoiser, the classifier-free
+guidance step every sampler calls once per model evaluation.
 
-The batching is the real one, row for row:
-- x_in = for each image i, x[i] repeated once per AND sub-prompt of image i (the "cond rows", in
-  image order), then x itself (one "uncond row" per image); sigma_in / image_cond_in likewise;
-- cfg_denoiser_callback runs once per call, on these full tensors, BEFORE the skip decision;
-- skip_early_cond (step/total_steps <= option) or NGMS (odd steps, or all steps with
-  s_min_uncond_all, when sigma < s_min_uncond) drop the last batch_size rows (the uncond rows);
-- optional padding of cond/uncond to the same token length (pad_cond_uncond_v0 wins over pad_cond_uncond);
-- equal token lengths (or skipped uncond): one model call on all rows when batch_cond_uncond, else
-  calls of batch_size rows each; different lengths: cond rows in chunks of batch_size (2*batch_size
-  with batch_cond_uncond), then one separate call for the uncond rows;
-- combine_denoised: uncond + sum over sub-prompts of weight * cfg_scale * (cond - uncond)."""
+How one call lays out its rows, as the real one does:
+- the cond rows: image i's latent repeated once per AND sub-prompt of image i, images in order; then the
+  uncond rows, one per image. sigma and the image conditioning follow the same layout;
+- the cfg_denoiser callbacks see (and may replace) these full tensors, before it is decided whether the
+  uncond rows are dropped (skip_early_cond, or NGMS: ``s_min_uncond``);
+- cond and uncond of the same token length (or no uncond rows) go to the model in one call with
+  batch_cond_uncond, else in calls of one row per image; different lengths (unless padded by an
+  option) send the cond rows in chunks and the uncond rows in a call of their own;
+- the result is uncond + sum over sub-prompts of weight * scale * (cond - uncond).
+
+Simplified: no InstructPix2Pix ("edit") or unCLIP ("crossattn-adm") models, which the stand-in
+checkpoints never are; the "Combined" live preview uses the guided result of each image."""
+
+from __future__ import annotations
 
 import torch
 
-import modules.shared as shared
-from modules import prompt_parser, sd_samplers_common
+from modules import prompt_parser, sd_samplers_common, shared
 from modules.script_callbacks import (
     AfterCFGCallbackParams,
     CFGDenoisedParams,
@@ -29,279 +31,212 @@ from modules.shared import opts, state
 
 
 def catenate_conds(conds):
-    # mirrors sd_samplers_cfg_denoiser.catenate_conds: tensors or SDXL dicts
-    if not isinstance(conds[0], dict):
-        return torch.cat(conds)
-    return {key: torch.cat([x[key] for x in conds]) for key in conds[0].keys()}
+    """sd_samplers_cfg_denoiser.catenate_conds: row-wise concatenation of tensors or SDXL cond dicts."""
+    if isinstance(conds[0], dict):
+        return {key: torch.cat([cond[key] for cond in conds]) for key in conds[0]}
+    return torch.cat(conds)
 
 
 def subscript_cond(cond, a, b):
-    # mirrors sd_samplers_cfg_denoiser.subscript_cond
-    if not isinstance(cond, dict):
-        return cond[a:b]
-    return {key: vec[a:b] for key, vec in cond.items()}
+    """sd_samplers_cfg_denoiser.subscript_cond: rows a:b of a tensor or of every tensor of a cond dict."""
+    if isinstance(cond, dict):
+        return {key: value[a:b] for key, value in cond.items()}
+    return cond[a:b]
+
+
+def _change_crossattn(cond, change):
+    """Apply ``change`` to the cross-attention tensor, in place for an SDXL dict (which keeps its type)."""
+    if isinstance(cond, dict):
+        cond["crossattn"] = change(cond["crossattn"])
+        return cond
+    return change(cond)
 
 
 def pad_cond(tensor, repeats, empty):
-    # mirrors sd_samplers_cfg_denoiser.pad_cond: appends ``repeats`` copies of the empty-prompt cond
-    if not isinstance(tensor, dict):
-        return torch.cat([tensor, empty.repeat((tensor.shape[0], repeats, 1))], axis=1)
-    tensor["crossattn"] = pad_cond(tensor["crossattn"], repeats, empty)
-    return tensor
+    """sd_samplers_cfg_denoiser.pad_cond: append ``repeats`` chunks of the empty prompt's conditioning."""
+    return _change_crossattn(tensor, lambda t: torch.cat([t, empty.repeat((t.shape[0], repeats, 1))], dim=1))
+
+
+def _model_conditioning(crossattn, image_cond):
+    """The ``cond`` argument of the model wrapper: SDXL's dict gets the image conditioning added."""
+    if isinstance(crossattn, dict):
+        return {**crossattn, "c_concat": [image_cond]}
+    return {"c_crossattn": [crossattn], "c_concat": [image_cond]}
 
 
 class CFGDenoiser(torch.nn.Module):
-    # mirrors sd_samplers_cfg_denoiser.CFGDenoiser
+    """sd_samplers_cfg_denoiser.CFGDenoiser. Subclasses provide ``inner_model`` (the model wrapper of
+    their sampler family) and, where the model output is not x0, ``get_pred_x0``.
+
+    ``step`` counts this run's calls; ``total_steps`` is the budget (twice the steps for second-order
+    samplers); ``cond_scale_miltiplier`` (sic, the real attribute) scales the CFG scale (DDIM CFG++)."""
+
     def __init__(self, sampler):
         super().__init__()
-        self.model_wrap = None
-        self.mask = None
-        self.nmask = None
-        self.init_latent = None
-        self.steps = None  # the steps the user asked for
-        self.total_steps = None  # the expected number of denoiser calls (2x steps for second-order samplers)
+        self.sampler, self.p, self.model_wrap = sampler, None, None
+        self.mask = self.nmask = self.init_latent = None
+        self.steps = self.total_steps = None
         self.step = 0
-        self.image_cfg_scale = None
-        self.padded_cond_uncond = False
-        self.padded_cond_uncond_v0 = False
-        self.sampler = sampler
-        self.p = None
-        self.cond_scale_miltiplier = 1.0  # (sic) the real attribute name
-        self.need_last_noise_uncond = False
-        self.last_noise_uncond = None
-        self.mask_before_denoising = False
+        self.padded_cond_uncond = self.padded_cond_uncond_v0 = False
+        self.cond_scale_miltiplier = 1.0
+        self.need_last_noise_uncond, self.last_noise_uncond = False, None
+        self.mask_before_denoising = False  # the timestep samplers blend the inpainting mask into the input
 
     @property
     def inner_model(self):
-        raise NotImplementedError()
-
-    def combine_denoised(self, x_out, conds_list, uncond, cond_scale):
-        # mirrors CFGDenoiser.combine_denoised
-        denoised_uncond = x_out[-uncond.shape[0] :]
-        denoised = torch.clone(denoised_uncond)
-        for i, conds in enumerate(conds_list):
-            for cond_index, weight in conds:
-                denoised[i] += (x_out[cond_index] - denoised_uncond[i]) * (weight * cond_scale)
-        return denoised
-
-    def combine_denoised_for_edit_model(self, x_out, cond_scale):
-        # mirrors CFGDenoiser.combine_denoised_for_edit_model (InstructPix2Pix)
-        out_cond, out_img_cond, out_uncond = x_out.chunk(3)
-        return out_uncond + cond_scale * (out_cond - out_img_cond) + self.image_cfg_scale * (out_img_cond - out_uncond)
+        raise NotImplementedError
 
     def get_pred_x0(self, x_in, x_out, sigma):
         return x_out
 
     def update_inner_model(self):
-        # mirrors CFGDenoiser.update_inner_model (used after a refiner switch)
+        """CFGDenoiser.update_inner_model, after a refiner switch: a fresh wrapper around the new model, and
+        the sampler's conds recomputed by it."""
         self.model_wrap = None
-        c, uc = self.p.get_conds()
-        self.sampler.sampler_extra_args["cond"] = c
-        self.sampler.sampler_extra_args["uncond"] = uc
+        self.sampler.sampler_extra_args["cond"], self.sampler.sampler_extra_args["uncond"] = self.p.get_conds()
+
+    def combine_denoised(self, x_out, conds_list, uncond, cond_scale):
+        """CFGDenoiser.combine_denoised: each image's uncond result moved towards each of its sub-prompts'."""
+        unconditioned = x_out[-uncond.shape[0] :]
+        guided = unconditioned.clone()
+        for image, sub_prompts in enumerate(conds_list):
+            for row, weight in sub_prompts:
+                guided[image] += (x_out[row] - unconditioned[image]) * (weight * cond_scale)
+        return guided
 
     def pad_cond_uncond(self, cond, uncond):
-        # mirrors CFGDenoiser.pad_cond_uncond: pads the shorter one with empty-prompt chunks
+        """CFGDenoiser.pad_cond_uncond (option pad_cond_uncond): pad the shorter side with empty-prompt chunks."""
         empty = shared.sd_model.cond_stage_model_empty_prompt
-        num_repeats = (cond.shape[1] - uncond.shape[1]) // empty.shape[1]
-        if num_repeats < 0:
-            cond = pad_cond(cond, -num_repeats, empty)
+        chunks = (cond.shape[1] - uncond.shape[1]) // empty.shape[1]
+        if chunks:
             self.padded_cond_uncond = True
-        elif num_repeats > 0:
-            uncond = pad_cond(uncond, num_repeats, empty)
-            self.padded_cond_uncond = True
+            if chunks < 0:
+                cond = pad_cond(cond, -chunks, empty)
+            else:
+                uncond = pad_cond(uncond, chunks, empty)
         return cond, uncond
 
     def pad_cond_uncond_v0(self, cond, uncond):
-        # mirrors CFGDenoiser.pad_cond_uncond_v0: repeats uncond's last row, or truncates uncond
-        is_dict_cond = isinstance(uncond, dict)
-        uncond_vec = uncond["crossattn"] if is_dict_cond else uncond
+        """CFGDenoiser.pad_cond_uncond_v0 (option pad_cond_uncond_v0): fit the uncond to the cond's length by
+        repeating its last token vector, or by cutting it."""
+        length = cond.shape[1]
 
-        if uncond_vec.shape[1] < cond.shape[1]:
-            last_vector = uncond_vec[:, -1:]
-            uncond_vec = torch.hstack([uncond_vec, last_vector.repeat([1, cond.shape[1] - uncond_vec.shape[1], 1])])
+        def fit(vectors):
+            if vectors.shape[1] == length:
+                return vectors
             self.padded_cond_uncond_v0 = True
-        elif uncond_vec.shape[1] > cond.shape[1]:
-            uncond_vec = uncond_vec[:, : cond.shape[1]]
-            self.padded_cond_uncond_v0 = True
+            if vectors.shape[1] > length:
+                return vectors[:, :length]
+            return torch.hstack([vectors, vectors[:, -1:].repeat([1, length - vectors.shape[1], 1])])
 
-        if is_dict_cond:
-            uncond["crossattn"] = uncond_vec
-        else:
-            uncond = uncond_vec
+        return cond, _change_crossattn(uncond, fit)
+
+    def _blend(self, latent, sigma):
+        """The inpainting blend: the unmasked area from the original latent; scripts may change it (on_mask_blend)."""
+        blended = latent * self.nmask + self.init_latent * self.mask
+        if self.p.scripts is None:
+            return blended
+        from modules import scripts
+
+        args = scripts.MaskBlendArgs(latent, self.nmask, self.init_latent, self.mask, blended, denoiser=self, sigma=sigma)
+        self.p.scripts.on_mask_blend(self.p, args)
+        return args.blended_latent
+
+    def _skips_uncond(self, sigma, s_min_uncond) -> bool:
+        """Whether this call drops the uncond rows: during the first skip_early_cond share of the calls,
+        or (NGMS) on odd calls, or every call with s_min_uncond_all, while sigma is below s_min_uncond."""
+        extra = self.p.extra_generation_params
+        if opts.skip_early_cond != 0.0 and self.step / self.total_steps <= opts.skip_early_cond:
+            extra["Skip Early CFG"] = opts.skip_early_cond
+            return True
+        ngms = (self.step % 2 or opts.s_min_uncond_all) and 0 < s_min_uncond and sigma[0] < s_min_uncond
+        if not ngms:
+            return False
+        extra["NGMS"] = s_min_uncond
+        if opts.s_min_uncond_all:
+            extra["NGMS all steps"] = opts.s_min_uncond_all
+        return True
+
+    def _padded(self, cond, uncond):
+        self.padded_cond_uncond = self.padded_cond_uncond_v0 = False
+        if cond.shape[1] != uncond.shape[1]:
+            if opts.pad_cond_uncond_v0:
+                return self.pad_cond_uncond_v0(cond, uncond)
+            if opts.pad_cond_uncond:
+                return self.pad_cond_uncond(cond, uncond)
         return cond, uncond
 
+    def _run_model(self, x_in, sigma_in, image_cond_in, cond, uncond, images, skip_uncond):
+        """The model calls for the stacked rows, batched as the real forward does (module docstring)."""
+        if skip_uncond or cond.shape[1] == uncond.shape[1]:
+            crossattn = cond if skip_uncond else catenate_conds([cond, uncond])
+            if opts.batch_cond_uncond:  # one call; the image conditioning is passed whole, as in the real one
+                return self.inner_model(x_in, sigma_in, cond=_model_conditioning(crossattn, image_cond_in))
+            calls = [(a, a + images, subscript_cond(crossattn, a, a + images)) for a in range(0, len(x_in), images)]
+        else:
+            chunk = images * 2 if opts.batch_cond_uncond else images
+            cond_rows = cond.shape[0]
+            calls = [(a, min(a + chunk, cond_rows), subscript_cond(cond, a, a + chunk)) for a in range(0, cond_rows, chunk)]
+            calls.append((len(x_in) - uncond.shape[0], len(x_in), uncond))
+        x_out = torch.zeros_like(x_in)
+        for a, b, crossattn in calls:
+            x_out[a:b] = self.inner_model(x_in[a:b], sigma_in[a:b], cond=_model_conditioning(crossattn, image_cond_in[a:b]))
+        return x_out
+
     def forward(self, x, sigma, uncond, cond, cond_scale, s_min_uncond, image_cond):
-        # mirrors CFGDenoiser.forward (see the module docstring for the batching)
+        """CFGDenoiser.forward: one guided model evaluation (see the module docstring)."""
         if state.interrupted or state.skipped:
             raise sd_samplers_common.InterruptedException
-
         if sd_samplers_common.apply_refiner(self, sigma):
-            cond = self.sampler.sampler_extra_args["cond"]
-            uncond = self.sampler.sampler_extra_args["uncond"]
+            cond, uncond = self.sampler.sampler_extra_args["cond"], self.sampler.sampler_extra_args["uncond"]
 
-        is_edit_model = (
-            shared.sd_model.cond_stage_key == "edit" and self.image_cfg_scale is not None and self.image_cfg_scale != 1.0
-        )
-
-        conds_list, tensor = prompt_parser.reconstruct_multicond_batch(cond, self.step)
-        uncond = prompt_parser.reconstruct_cond_batch(uncond, self.step)
-
-        assert not is_edit_model or all(len(conds) == 1 for conds in conds_list), (
-            "AND is not supported for InstructPix2Pix checkpoint (unless using Image CFG scale = 1.0)"
-        )
-
-        def apply_blend(current_latent):
-            # inpainting: keep the unmasked area from the original latent; scripts may change the blend
-            blended_latent = current_latent * self.nmask + self.init_latent * self.mask
-            if self.p.scripts is not None:
-                from modules import scripts
-
-                mba = scripts.MaskBlendArgs(
-                    current_latent, self.nmask, self.init_latent, self.mask, blended_latent, denoiser=self, sigma=sigma
-                )
-                self.p.scripts.on_mask_blend(self.p, mba)
-                blended_latent = mba.blended_latent
-            return blended_latent
+        conds_list, text_cond = prompt_parser.reconstruct_multicond_batch(cond, self.step)
+        text_uncond = prompt_parser.reconstruct_cond_batch(uncond, self.step)
+        images = len(conds_list)
+        first_rows = [sub_prompts[0][0] for sub_prompts in conds_list]  # each image's first cond row
 
         if self.mask_before_denoising and self.mask is not None:
-            x = apply_blend(x)
+            x = self._blend(x, sigma)
 
-        batch_size = len(conds_list)
-        repeats = [len(conds_list[i]) for i in range(batch_size)]
+        sub_prompt_counts = torch.tensor([len(sub_prompts) for sub_prompts in conds_list], device=x.device)
 
-        if shared.sd_model.model.conditioning_key == "crossattn-adm":
-            image_uncond = torch.zeros_like(image_cond)
-            make_condition_dict = lambda c_crossattn, c_adm: {"c_crossattn": [c_crossattn], "c_adm": c_adm}  # noqa: E731
-        else:
-            image_uncond = image_cond
-            if isinstance(uncond, dict):
-                make_condition_dict = lambda c_crossattn, c_concat: {**c_crossattn, "c_concat": [c_concat]}  # noqa: E731
-            else:
-                make_condition_dict = lambda c_crossattn, c_concat: {"c_crossattn": [c_crossattn], "c_concat": [c_concat]}  # noqa: E731
+        def stacked(values):
+            return torch.cat([values.repeat_interleave(sub_prompt_counts, dim=0), values])
 
-        def per_subprompt(values):
-            return [torch.stack([values[i] for _ in range(n)]) for i, n in enumerate(repeats)]
+        progress = state.sampling_step, state.sampling_steps
+        params = CFGDenoiserParams(stacked(x), stacked(image_cond), stacked(sigma), *progress, text_cond, text_uncond, self)
+        cfg_denoiser_callback(params)
+        x_in, sigma_in, text_cond, text_uncond = params.x, params.sigma, params.text_cond, params.text_uncond
 
-        if not is_edit_model:
-            x_in = torch.cat(per_subprompt(x) + [x])
-            sigma_in = torch.cat(per_subprompt(sigma) + [sigma])
-            image_cond_in = torch.cat(per_subprompt(image_cond) + [image_uncond])
-        else:
-            x_in = torch.cat(per_subprompt(x) + [x] + [x])
-            sigma_in = torch.cat(per_subprompt(sigma) + [sigma] + [sigma])
-            image_cond_in = torch.cat(per_subprompt(image_cond) + [image_uncond] + [torch.zeros_like(self.init_latent)])
-
-        denoiser_params = CFGDenoiserParams(
-            x_in, image_cond_in, sigma_in, state.sampling_step, state.sampling_steps, tensor, uncond, self
-        )
-        cfg_denoiser_callback(denoiser_params)
-        x_in = denoiser_params.x
-        image_cond_in = denoiser_params.image_cond
-        sigma_in = denoiser_params.sigma
-        tensor = denoiser_params.text_cond
-        uncond = denoiser_params.text_uncond
-
-        skip_uncond = False
-        if shared.opts.skip_early_cond != 0.0 and self.step / self.total_steps <= shared.opts.skip_early_cond:
-            skip_uncond = True
-            self.p.extra_generation_params["Skip Early CFG"] = shared.opts.skip_early_cond
-        elif (
-            (self.step % 2 or shared.opts.s_min_uncond_all) and s_min_uncond > 0 and sigma[0] < s_min_uncond and not is_edit_model
-        ):
-            skip_uncond = True
-            self.p.extra_generation_params["NGMS"] = s_min_uncond
-            if shared.opts.s_min_uncond_all:
-                self.p.extra_generation_params["NGMS all steps"] = shared.opts.s_min_uncond_all
-
+        skip_uncond = self._skips_uncond(sigma, s_min_uncond)
         if skip_uncond:
-            x_in = x_in[:-batch_size]
-            sigma_in = sigma_in[:-batch_size]
+            x_in, sigma_in = x_in[:-images], sigma_in[:-images]
+        text_cond, text_uncond = self._padded(text_cond, text_uncond)
+        x_out = self._run_model(x_in, sigma_in, params.image_cond, text_cond, text_uncond, images, skip_uncond)
+        if skip_uncond:  # each image's first sub-prompt result stands in for its uncond result
+            x_out = torch.cat([x_out, x_out[first_rows]])
 
-        self.padded_cond_uncond = False
-        self.padded_cond_uncond_v0 = False
-        if shared.opts.pad_cond_uncond_v0 and tensor.shape[1] != uncond.shape[1]:
-            tensor, uncond = self.pad_cond_uncond_v0(tensor, uncond)
-        elif shared.opts.pad_cond_uncond and tensor.shape[1] != uncond.shape[1]:
-            tensor, uncond = self.pad_cond_uncond(tensor, uncond)
-
-        if tensor.shape[1] == uncond.shape[1] or skip_uncond:
-            if is_edit_model:
-                cond_in = catenate_conds([tensor, uncond, uncond])
-            elif skip_uncond:
-                cond_in = tensor
-            else:
-                cond_in = catenate_conds([tensor, uncond])
-
-            if shared.opts.batch_cond_uncond:
-                x_out = self.inner_model(x_in, sigma_in, cond=make_condition_dict(cond_in, image_cond_in))
-            else:
-                x_out = torch.zeros_like(x_in)
-                for a in range(0, x_out.shape[0], batch_size):
-                    b = a + batch_size
-                    x_out[a:b] = self.inner_model(
-                        x_in[a:b], sigma_in[a:b], cond=make_condition_dict(subscript_cond(cond_in, a, b), image_cond_in[a:b])
-                    )
-        else:
-            x_out = torch.zeros_like(x_in)
-            chunk = batch_size * 2 if shared.opts.batch_cond_uncond else batch_size
-            for a in range(0, tensor.shape[0], chunk):
-                b = min(a + chunk, tensor.shape[0])
-                if not is_edit_model:
-                    c_crossattn = subscript_cond(tensor, a, b)
-                else:
-                    c_crossattn = torch.cat([tensor[a:b]], uncond)
-                x_out[a:b] = self.inner_model(x_in[a:b], sigma_in[a:b], cond=make_condition_dict(c_crossattn, image_cond_in[a:b]))
-
-            if not skip_uncond:
-                n_uncond = uncond.shape[0]
-                x_out[-n_uncond:] = self.inner_model(
-                    x_in[-n_uncond:], sigma_in[-n_uncond:], cond=make_condition_dict(uncond, image_cond_in[-n_uncond:])
-                )
-
-        denoised_image_indexes = [x[0][0] for x in conds_list]
-        if skip_uncond:
-            # the cond result of each image's first sub-prompt stands in for its uncond result
-            fake_uncond = torch.cat([x_out[i : i + 1] for i in denoised_image_indexes])
-            x_out = torch.cat([x_out, fake_uncond])
-
-        denoised_params = CFGDenoisedParams(x_out, state.sampling_step, state.sampling_steps, self.inner_model)
-        cfg_denoised_callback(denoised_params)
-
+        cfg_denoised_callback(CFGDenoisedParams(x_out, *progress, self.inner_model))
         if self.need_last_noise_uncond:
-            self.last_noise_uncond = torch.clone(x_out[-uncond.shape[0] :])
+            self.last_noise_uncond = x_out[-text_uncond.shape[0] :].clone()
 
-        if is_edit_model:
-            denoised = self.combine_denoised_for_edit_model(x_out, cond_scale * self.cond_scale_miltiplier)
-        elif skip_uncond:
-            denoised = self.combine_denoised(x_out, conds_list, uncond, 1.0)
-        else:
-            denoised = self.combine_denoised(x_out, conds_list, uncond, cond_scale * self.cond_scale_miltiplier)
-
+        scale = 1.0 if skip_uncond else cond_scale * self.cond_scale_miltiplier
+        denoised = self.combine_denoised(x_out, conds_list, text_uncond, scale)
         if not self.mask_before_denoising and self.mask is not None:
-            denoised = apply_blend(denoised)
+            denoised = self._blend(denoised, sigma)
 
-        self.sampler.last_latent = self.get_pred_x0(
-            torch.cat([x_in[i : i + 1] for i in denoised_image_indexes]),
-            torch.cat([x_out[i : i + 1] for i in denoised_image_indexes]),
-            sigma,
-        )
+        self.sampler.last_latent = self.get_pred_x0(x_in[first_rows], x_out[first_rows], sigma)
+        sd_samplers_common.store_latent(self._preview(x_in, x_out, denoised, first_rows, text_uncond.shape[0], sigma))
 
-        if opts.live_preview_content == "Prompt":
-            preview = self.sampler.last_latent
-        elif opts.live_preview_content == "Negative prompt":
-            preview = self.get_pred_x0(x_in[-uncond.shape[0] :], x_out[-uncond.shape[0] :], sigma)
-        else:
-            preview = self.get_pred_x0(
-                torch.cat([x_in[i : i + 1] for i in denoised_image_indexes]),
-                torch.cat([denoised[i : i + 1] for i in denoised_image_indexes]),
-                sigma,
-            )
-
-        sd_samplers_common.store_latent(preview)
-
-        after_cfg_callback_params = AfterCFGCallbackParams(denoised, state.sampling_step, state.sampling_steps)
-        cfg_after_cfg_callback(after_cfg_callback_params)
-        denoised = after_cfg_callback_params.x
-
+        after = AfterCFGCallbackParams(denoised, *progress)
+        cfg_after_cfg_callback(after)
         self.step += 1
-        return denoised
+        return after.x
+
+    def _preview(self, x_in, x_out, denoised, first_rows, uncond_rows, sigma):
+        """The live preview's latent, by opts.live_preview_content."""
+        if opts.live_preview_content == "Prompt":
+            return self.sampler.last_latent
+        if opts.live_preview_content == "Negative prompt":
+            return self.get_pred_x0(x_in[-uncond_rows:], x_out[-uncond_rows:], sigma)
+        return self.get_pred_x0(x_in[first_rows], denoised, sigma)

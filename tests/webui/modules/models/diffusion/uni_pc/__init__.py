@@ -1,2 +1,2 @@
-"""Mirrors modules/models/diffusion/uni_pc/__init__.py. The real package also exports the legacy
-UniPCSampler (sampler.py), which the WebUI's sampler list does not use; the stand-in omits it."""
+"""Stand-in for the WebUI's modules/models/diffusion/uni_pc/__init__.py. The real package also exports
+the legacy UniPCSampler (sampler.py), which the WebUI's sampler list does not use; it is left out."""
