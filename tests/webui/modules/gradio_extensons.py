@@ -6,10 +6,10 @@ The changes that anything here relies on:
 - every input component and every layout block, when constructed, is announced to the current
   ScriptRunner's and to script_callbacks' before/after-component hooks (the real
   ``IOComponent_init`` / ``BlockContext_init``) and gets the ``gradio-<kind>`` CSS class;
-- an input component accepts ``tooltip=``, kept as ``webui_tooltip`` and sent to the page in its
-  config (the real ``Block_get_config``), where the WebUI's JavaScript shows it;
+- an input component accepts ``tooltip=``, kept as ``webui_tooltip``;
 - ``gr.Dropdown`` may sit inside a form (set at import by the real modules/ui_components.py).
-Left out: dropping ``example_inputs`` from the page config (only size on the wire)."""
+Left out: the page-config patches (``Block_get_config`` sending the tooltip to the page, where the
+WebUI's JavaScript shows it, and ``Blocks_get_config_file``): nothing here serves a page."""
 
 from __future__ import annotations
 
@@ -55,16 +55,6 @@ def _add_css_classes(block) -> None:
         block.elem_classes.append("multiselect")
 
 
-def _config_with_tooltip(original_get_config: Callable) -> Callable:
-    def get_config(self):
-        config = original_get_config(self)
-        if getattr(self, "webui_tooltip", None):
-            config["webui_tooltip"] = self.webui_tooltip
-        return config
-
-    return get_config
-
-
 def _form_parent(_original) -> Callable:
     from modules.ui_components import FormComponent
 
@@ -74,7 +64,6 @@ def _form_parent(_original) -> Callable:
 _PATCHES = (
     (gr.components.IOComponent, "__init__", lambda original: _announced(original, takes_tooltip=True)),
     (gr.blocks.BlockContext, "__init__", lambda original: _announced(original, takes_tooltip=False)),
-    (gr.blocks.Block, "get_config", _config_with_tooltip),
     (gr.Dropdown, "get_expected_parent", _form_parent),
 )
 
