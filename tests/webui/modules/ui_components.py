@@ -1,118 +1,96 @@
-"""Mirrors modules/ui_components.py: the WebUI's gradio component subclasses.
+"""Stand-in for modules/ui_components.py of the WebUI: its gradio 3 component subclasses.
 
-The real file also sets ``gr.Dropdown.get_expected_parent`` at import; the stand-in does that in
-modules/gradio_extensons.py install() so the harness can undo it."""
+Only the ones something here builds are kept: the form-friendly row and group, the small tool
+button, the always-multiselect dropdown, the row with a resize handle, and InputAccordion (the
+accordion that is also a checkbox input, which extensions use as their on/off switch). The real
+file also points ``gr.Dropdown.get_expected_parent`` at the form; here
+modules/gradio_extensons.py does that in ``install()``, so the harness can undo it."""
+
+from __future__ import annotations
 
 import gradio as gr
 
 
-class FormComponent:
-    # mirrors ui_components.FormComponent: lets the component sit inside a gradio Form
+class _KeepsGradioName:
+    """gradio 3 picks a block's front-end template by ``get_block_name()``, which defaults to the
+    class name: a subclass must answer with the name of the gradio class it extends."""
+
+    def get_block_name(self) -> str:
+        gradio_class = next(k for k in type(self).__mro__ if k.__module__.startswith("gradio."))
+        return gradio_class.__name__.lower()
+
+
+class FormComponent(_KeepsGradioName):
+    """ui_components.FormComponent: a block gradio may place inside a ``Form`` (the grey box gradio
+    wraps around consecutive inputs) instead of closing the form before it."""
+
     def get_expected_parent(self):
         return gr.components.Form
 
 
+class FormRow(FormComponent, gr.Row):
+    """ui_components.FormRow: a ``gr.Row`` that does not break the surrounding form."""
+
+
+class FormGroup(FormComponent, gr.Group):
+    """ui_components.FormGroup: a ``gr.Group`` that does not break the surrounding form."""
+
+
 class ToolButton(FormComponent, gr.Button):
-    # mirrors ui_components.ToolButton: a small emoji button
+    """ui_components.ToolButton: the small one-emoji button; it carries the ``tool`` CSS class
+    in front of any classes the caller gives."""
+
     def __init__(self, *args, **kwargs):
-        classes = kwargs.pop("elem_classes", [])
-        super().__init__(*args, elem_classes=["tool", *classes], **kwargs)
-
-    def get_block_name(self):
-        return "button"
+        super().__init__(*args, elem_classes=["tool", *kwargs.pop("elem_classes", [])], **kwargs)
 
 
-class ResizeHandleRow(gr.Row):
-    # mirrors ui_components.ResizeHandleRow
+class DropdownMulti(FormComponent, gr.Dropdown):
+    """ui_components.DropdownMulti: a dropdown that always allows several values."""
+
+    def __init__(self, **kwargs):
+        super().__init__(multiselect=True, **kwargs)
+
+
+class ResizeHandleRow(_KeepsGradioName, gr.Row):
+    """ui_components.ResizeHandleRow: a row whose columns the page's JavaScript lets the user
+    resize (found by its ``resize-handle-row`` class)."""
+
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.elem_classes.append("resize-handle-row")
 
-    def get_block_name(self):
-        return "row"
 
+class InputAccordion(_KeepsGradioName, gr.Checkbox):
+    """ui_components.InputAccordion: an accordion usable as an input that is True while open.
 
-class FormRow(FormComponent, gr.Row):
-    def get_block_name(self):
-        return "row"
+    The input is a hidden checkbox (``<id>-checkbox``); ``with`` enters a separate ``gr.Accordion``
+    (elem_id ``<id>``, class ``input-accordion``, open as the value says) that holds the content.
+    The page's JavaScript keeps the two in step: the checkbox's change handler has only a ``_js``
+    part that opens or closes the accordion. Without an elem_id the id is a running number."""
 
-
-class FormColumn(FormComponent, gr.Column):
-    def get_block_name(self):
-        return "column"
-
-
-class FormGroup(FormComponent, gr.Group):
-    def get_block_name(self):
-        return "group"
-
-
-class FormHTML(FormComponent, gr.HTML):
-    def get_block_name(self):
-        return "html"
-
-
-class FormColorPicker(FormComponent, gr.ColorPicker):
-    def get_block_name(self):
-        return "colorpicker"
-
-
-class DropdownMulti(FormComponent, gr.Dropdown):
-    # mirrors ui_components.DropdownMulti: always multiselect
-    def __init__(self, **kwargs):
-        super().__init__(multiselect=True, **kwargs)
-
-    def get_block_name(self):
-        return "dropdown"
-
-
-class DropdownEditable(FormComponent, gr.Dropdown):
-    # mirrors ui_components.DropdownEditable: allows a custom value
-    def __init__(self, **kwargs):
-        super().__init__(allow_custom_value=True, **kwargs)
-
-    def get_block_name(self):
-        return "dropdown"
-
-
-class InputAccordion(gr.Checkbox):
-    # mirrors ui_components.InputAccordion: really a hidden checkbox (so it is an input whose value is
-    # True when open), plus a gr.Accordion that the "with" statement enters; elem_id goes to the
-    # accordion and "<elem_id>-checkbox" to the checkbox
     global_index = 0
 
     def __init__(self, value, **kwargs):
-        self.accordion_id = kwargs.get("elem_id")
-        if self.accordion_id is None:
-            self.accordion_id = f"input-accordion-{InputAccordion.global_index}"
+        given_id = kwargs.get("elem_id")
+        if given_id is None:
+            given_id = f"input-accordion-{InputAccordion.global_index}"
             InputAccordion.global_index += 1
+        self.accordion_id = given_id
 
-        checkbox_kwargs = {**kwargs, "elem_id": f"{self.accordion_id}-checkbox", "visible": False}
-        super().__init__(value, **checkbox_kwargs)
+        super().__init__(value, **{**kwargs, "elem_id": f"{given_id}-checkbox", "visible": False})
+        self.change(fn=None, _js=f'function(checked){{ inputAccordionChecked("{given_id}", checked); }}', inputs=[self])
 
-        self.change(
-            fn=None, _js='function(checked){ inputAccordionChecked("' + self.accordion_id + '", checked); }', inputs=[self]
-        )
+        accordion_options = {"label": "Accordion", **kwargs}
+        accordion_options.update(elem_id=given_id, elem_classes=["input-accordion"], open=value)
+        self.accordion = gr.Accordion(**accordion_options)
 
-        accordion_kwargs = {
-            **kwargs,
-            "elem_id": self.accordion_id,
-            "label": kwargs.get("label", "Accordion"),
-            "elem_classes": ["input-accordion"],
-            "open": value,
-        }
-        self.accordion = gr.Accordion(**accordion_kwargs)
-
-    def extra(self):
-        # mirrors InputAccordion.extra: a column shown in the accordion's label
-        return gr.Column(elem_id=self.accordion_id + "-extra", elem_classes="input-accordion-extra", min_width=0)
+    def extra(self) -> gr.Column:
+        """InputAccordion.extra: a column shown in the accordion's title bar (``with acc.extra():``)."""
+        return gr.Column(elem_id=f"{self.accordion_id}-extra", elem_classes="input-accordion-extra", min_width=0)
 
     def __enter__(self):
         self.accordion.__enter__()
         return self
 
-    def __exit__(self, exc_type, exc_val, exc_tb):
-        self.accordion.__exit__(exc_type, exc_val, exc_tb)
-
-    def get_block_name(self):
-        return "checkbox"
+    def __exit__(self, *exc_info):
+        self.accordion.__exit__(*exc_info)

@@ -1,797 +1,508 @@
-"""Mirrors scripts/xyz_grid.py of the WebUI root (the built-in "X/Y/Z plot" script). The stand-in's
-scripts.load_scripts loads this file like every root script (script_loading.load_module: the module is
-named "xyz_grid.py", not put in sys.modules, executed again on every load), so extensions find it as
-the real one: ``[x for x in scripts.scripts_data if x.script_class.__module__ == "xyz_grid.py"][0].module``,
-and add their axes to its ``axis_options`` (usually from an on_before_ui callback, which runs before the
-UI calls Script.ui, where the per-tab axis list is taken).
+"""Stand-in for scripts/xyz_grid.py of the WebUI root: the built-in "X/Y/Z plot" selectable script.
 
-Same as the real file: the axis types and their apply/format/confirm functions, the value parsing
-(comma lists with CSV quoting, int ranges "1-5", "1-10 (+3)", "1-10 [4]", float ranges alike,
-permutations), the cell order by axis cost, one copy(p) + process_images per cell, fixed seeds, the
-grids with legends, the grid infotexts, SharedSettingsStackHelper (reload of the configured checkpoint
-afterwards). Simplified: the UI has the same inputs (and infotext fields) but none of the change/click
-handlers (swap axes, fill values, switching between text and dropdown input)."""
+The stand-in's scripts.load_scripts loads this file as the real host loads a root script: the module
+is named "xyz_grid.py", is not put in sys.modules, and runs again on every load (a fresh
+``axis_options`` each time). Extensions find it among ``scripts.scripts_data`` and append their
+``AxisOption``s to ``axis_options``, usually from an on_before_ui callback, since ``ui()`` takes the
+tab's axis list (``current_axis_options``).
+
+A plot (``Script.run``) works as the real one does: each axis's text (or, for an axis with
+``choices``, the dropdown's list unless "use text inputs" is on) becomes a list of values (int and
+float axes understand "1-5", "1-10 (+3)", "1-10 [4]"); the axis's ``confirm(p, values)`` may refuse
+them, which stops the plot before any image is made; seeds are fixed first unless "Keep -1"; a
+shallow ``copy(p)`` per cell gets every axis's ``apply(cell, value, values)`` and a full
+``process_images``, the costliest axis in the outer loop; a cell's first image goes into the grid,
+one grid per Z value with the values as legends, and the grid of those grids first; the grid
+infotexts name the axes. Afterwards the configured checkpoint and VAE are loaded again.
+Left out: the UI's event handlers (swapping axes, filling in choices, switching text/dropdown
+input), the console summary and progress-bar total, and most built-in axes: kept are those for
+what the stand-in host can do."""
+
+from __future__ import annotations
 
 import csv
-import os.path
+import io
+import os
 import random
 import re
 from collections import namedtuple
 from copy import copy
-from io import StringIO
-from itertools import chain, permutations, product
+from itertools import product
+from typing import Any, Callable
 
 import gradio as gr
 import numpy as np
 from PIL import Image
 
-import modules.scripts as scripts
-import modules.sd_models
-import modules.sd_vae
-import modules.shared as shared
-from modules import errors, images, processing, sd_models, sd_samplers, sd_schedulers, sd_vae
-from modules.processing import Processed, StableDiffusionProcessingTxt2Img, process_images
-from modules.shared import opts, state
-from modules.ui_components import ToolButton
-
-fill_values_symbol = "\U0001f4d2"  # 📒
+from modules import errors, images, processing, scripts, sd_models, sd_samplers, sd_schedulers, sd_vae, shared
+from modules.processing import Processed, process_images
 
 AxisInfo = namedtuple("AxisInfo", ["axis", "values"])
+"""What ``state.xyz_plot_x`` / ``_y`` / ``_z`` hold during a plot: the AxisOption and its values."""
 
 
-def apply_field(field):
-    def fun(p, x, xs):
-        setattr(p, field, x)
-
-    return fun
+# --- what an axis does to a cell ------------------------------------------------------------------
 
 
-def apply_prompt(p, x, xs):
-    if xs[0] not in p.prompt and xs[0] not in p.negative_prompt:
-        raise RuntimeError(f"Prompt S/R did not find {xs[0]} in prompt or negative prompt.")
-    p.prompt = p.prompt.replace(xs[0], x)
-    p.negative_prompt = p.negative_prompt.replace(xs[0], x)
+def apply_field(field: str) -> Callable:
+    """An ``apply`` that sets attribute ``field`` of the cell's ``p`` to the value."""
+
+    def set_field(p, value, _values):
+        setattr(p, field, value)
+
+    return set_field
 
 
-def apply_order(p, x, xs):
-    # the tokens of x, found in the prompt in their current order, are put back in the order of x
-    token_order = sorted(((p.prompt.find(token), token) for token in x), key=lambda t: t[0])
-    prompt_parts = []
-    for _, token in token_order:
-        n = p.prompt.find(token)
-        prompt_parts.append(p.prompt[0:n])
-        p.prompt = p.prompt[n + len(token) :]
-    p.prompt = "".join(part + x[idx] for idx, part in enumerate(prompt_parts)) + p.prompt
+def apply_override(setting: str) -> Callable:
+    """An ``apply`` that overrides a setting for the cell. ``override_settings`` is the dict every
+    cell shares with ``p`` (cells are shallow copies), so each cell writes its own value again."""
+
+    def override(p, value, _values):
+        p.override_settings[setting] = value
+
+    return override
 
 
-def confirm_samplers(p, xs):
-    for x in xs:
-        if x.lower() not in sd_samplers.samplers_map:
-            raise RuntimeError(f"Unknown sampler: {x}")
-
-
-def apply_checkpoint(p, x, xs):
-    info = modules.sd_models.get_closet_checkpoint_match(x)
-    if info is None:
-        raise RuntimeError(f"Unknown checkpoint: {x}")
-    p.override_settings["sd_model_checkpoint"] = info.name
-
-
-def confirm_checkpoints(p, xs):
-    for x in xs:
-        if modules.sd_models.get_closet_checkpoint_match(x) is None:
-            raise RuntimeError(f"Unknown checkpoint: {x}")
-
-
-def confirm_checkpoints_or_none(p, xs):
-    for x in xs:
-        if x in (None, "", "None", "none"):
-            continue
-        if modules.sd_models.get_closet_checkpoint_match(x) is None:
-            raise RuntimeError(f"Unknown checkpoint: {x}")
-
-
-def confirm_range(min_val, max_val, axis_label):
-    """An AxisOption.confirm() function checking that all values are within [min_val, max_val]."""
-
-    def confirm_range_fun(p, xs):
-        for x in xs:
-            if not (max_val >= x >= min_val):
-                raise ValueError(f'{axis_label} value "{x}" out of range [{min_val}, {max_val}]')
-
-    return confirm_range_fun
-
-
-def apply_size(p, x: str, xs) -> None:
-    try:
-        width, _, height = x.partition("x")
-        p.width = int(width.strip())
-        p.height = int(height.strip())
-    except ValueError:
-        print(f"Invalid size in XYZ plot: {x}")
-
-
-def find_vae(name: str):
-    if (name := name.strip().lower()) in ("auto", "automatic"):
-        return "Automatic"
-    elif name == "none":
-        return "None"
-    return next(
-        (k for k in modules.sd_vae.vae_dict if k.lower() == name),
-        print(f"No VAE found for {name}; using Automatic") or "Automatic",
-    )
-
-
-def apply_vae(p, x, xs):
-    p.override_settings["sd_vae"] = find_vae(x)
-
-
-def apply_styles(p: StableDiffusionProcessingTxt2Img, x: str, _):
-    p.styles.extend(x.split(","))
-
-
-def apply_uni_pc_order(p, x, xs):
-    p.override_settings["uni_pc_order"] = min(x, p.steps - 1)
-
-
-def apply_face_restore(p, opt, x):
-    opt = opt.lower()
-    if opt == "codeformer":
-        is_active = True
-        p.face_restoration_model = "CodeFormer"
-    elif opt == "gfpgan":
-        is_active = True
-        p.face_restoration_model = "GFPGAN"
-    else:
-        is_active = opt in ("true", "yes", "y", "1")
-    p.restore_faces = is_active
-
-
-def apply_override(field, boolean: bool = False):
-    def fun(p, x, xs):
-        if boolean:
-            x = True if x.lower() == "true" else False
-        p.override_settings[field] = x
-
-    return fun
-
-
-def boolean_choice(reverse: bool = False):
-    def choice():
-        return ["False", "True"] if reverse else ["True", "False"]
-
-    return choice
-
-
-def format_value_add_label(p, opt, x):
-    if type(x) is float:
-        x = round(x, 8)
-    return f"{opt.label}: {x}"
-
-
-def format_value(p, opt, x):
-    if type(x) is float:
-        x = round(x, 8)
-    return x
-
-
-def format_value_join_list(p, opt, x):
-    return ", ".join(x)
-
-
-def do_nothing(p, x, xs):
+def do_nothing(p, value, values):
     pass
 
 
-def format_nothing(p, opt, x):
+def apply_prompt(p, value, values):
+    """Prompt S/R: the first value is the text to find; each value replaces it in both prompts."""
+    searched = values[0]
+    if searched not in p.prompt and searched not in p.negative_prompt:
+        raise RuntimeError(f"Prompt S/R did not find {searched} in prompt or negative prompt.")
+    p.prompt = p.prompt.replace(searched, value)
+    p.negative_prompt = p.negative_prompt.replace(searched, value)
+
+
+def apply_checkpoint(p, value, values):
+    info = sd_models.get_closet_checkpoint_match(value)
+    if info is None:
+        raise RuntimeError(f"Unknown checkpoint: {value}")
+    p.override_settings["sd_model_checkpoint"] = info.name
+
+
+def apply_size(p, value, values):
+    """"WIDTHxHEIGHT"; an unreadable size is reported and the cell keeps the plot's size."""
+    width, _, height = value.partition("x")
+    try:
+        p.width, p.height = int(width.strip()), int(height.strip())
+    except ValueError:
+        errors.report(f"Invalid size in XYZ plot: {value}")
+
+
+# --- checks made before the first cell ------------------------------------------------------------
+
+
+def confirm_samplers(p, values):
+    unknown = [name for name in values if name.lower() not in sd_samplers.samplers_map]
+    if unknown:
+        raise RuntimeError(f"Unknown sampler: {unknown[0]}")
+
+
+def confirm_checkpoints(p, values):
+    missing = [name for name in values if sd_models.get_closet_checkpoint_match(name) is None]
+    if missing:
+        raise RuntimeError(f"Unknown checkpoint: {missing[0]}")
+
+
+def confirm_checkpoints_or_none(p, values):
+    confirm_checkpoints(p, [name for name in values if name not in (None, "", "None", "none")])
+
+
+# --- how a value is shown in the legend -----------------------------------------------------------
+
+
+def format_value(p, opt, value):
+    return round(value, 8) if type(value) is float else value
+
+
+def format_value_add_label(p, opt, value):
+    return f"{opt.label}: {format_value(p, opt, value)}"
+
+
+def format_nothing(p, opt, value):
     return ""
 
 
-def format_remove_path(p, opt, x):
-    return os.path.basename(x)
+def format_remove_path(p, opt, value):
+    return os.path.basename(value)
 
 
-def str_permutations(x):
-    """dummy function for specifying it in AxisOption's type when you want to get a list of permutations"""
-    return x
-
-
-def list_to_csv_string(data_list):
-    with StringIO() as o:
-        csv.writer(o).writerow(data_list)
-        return o.getvalue().strip()
-
-
-def csv_string_to_list_strip(data_str):
-    return list(map(str.strip, chain.from_iterable(csv.reader(StringIO(data_str), skipinitialspace=True))))
+# --- the axes ---------------------------------------------------------------------------------------
 
 
 class AxisOption:
-    # mirrors xyz_grid.AxisOption: type converts each value (int/float get range parsing), apply(p, x, xs)
-    # sets it on the cell's p, cost orders the loops (costly axes outermost)
-    def __init__(
-        self, label, type, apply, format_value=format_value_add_label, confirm=None, cost=0.0, choices=None, prepare=None
-    ):
-        self.label = label
-        self.type = type
-        self.apply = apply
-        self.format_value = format_value
-        self.confirm = confirm
-        self.cost = cost
-        self.prepare = prepare
-        self.choices = choices
+    """xyz_grid.AxisOption: ``type`` converts each value (int and float axes also expand ranges),
+    ``apply(p, value, values)`` puts a value into a cell, ``format_value(p, opt, value)`` makes its
+    legend, ``confirm(p, values)`` may refuse the values before the plot starts, ``cost`` puts a
+    slow axis (a checkpoint) in the outer loop, ``choices()`` lists the values a dropdown offers,
+    ``prepare(text)`` replaces the comma-separated reading of the text."""
 
-
-class AxisOptionImg2Img(AxisOption):
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.is_img2img = True
+    def __init__(self, label, type, apply, format_value=format_value_add_label, confirm=None, cost=0.0, choices=None,
+                 prepare=None):
+        self.label, self.type, self.apply, self.format_value = label, type, apply, format_value
+        self.confirm, self.cost, self.choices, self.prepare = confirm, cost, choices, prepare
 
 
 class AxisOptionTxt2Img(AxisOption):
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.is_img2img = False
+    """An axis offered on the txt2img tab only."""
+
+    is_img2img = False
 
 
-def _visible_samplers(samplers):
-    return lambda: [x.name for x in samplers() if x.name not in opts.hide_samplers]
+class AxisOptionImg2Img(AxisOption):
+    """An axis offered on the img2img tab only."""
+
+    is_img2img = True
 
 
-def _checkpoint_choices():
+def _sampler_names(for_img2img: bool) -> Callable[[], list[str]]:
+    def names():
+        listed = sd_samplers.samplers_for_img2img if for_img2img else sd_samplers.samplers
+        return [sampler.name for sampler in listed if sampler.name not in shared.opts.hide_samplers]
+
+    return names
+
+
+def _checkpoint_names() -> list[str]:
     return sorted(sd_models.checkpoints_list, key=str.casefold)
 
 
+def _plain(option: type, kind: type, *labelled_fields: tuple[str, str]) -> list[AxisOption]:
+    return [option(label, kind, apply_field(field)) for label, field in labelled_fields]
+
+
+_sampler_axis = {"format_value": format_value, "confirm": confirm_samplers}
+_checkpoint_axis = {"format_value": format_remove_path, "cost": 1.0}
+
 axis_options = [
     AxisOption("Nothing", str, do_nothing, format_value=format_nothing),
-    AxisOption("Seed", int, apply_field("seed")),
-    AxisOption("Var. seed", int, apply_field("subseed")),
-    AxisOption("Var. strength", float, apply_field("subseed_strength")),
-    AxisOption("Steps", int, apply_field("steps")),
-    AxisOptionTxt2Img("Hires steps", int, apply_field("hr_second_pass_steps")),
-    AxisOption("CFG Scale", float, apply_field("cfg_scale")),
-    AxisOptionImg2Img("Image CFG Scale", float, apply_field("image_cfg_scale")),
+    *_plain(AxisOption, int, ("Seed", "seed"), ("Var. seed", "subseed")),
+    *_plain(AxisOption, float, ("Var. strength", "subseed_strength")),
+    *_plain(AxisOption, int, ("Steps", "steps")),
+    *_plain(AxisOptionTxt2Img, int, ("Hires steps", "hr_second_pass_steps")),
+    *_plain(AxisOption, float, ("CFG Scale", "cfg_scale")),
+    *_plain(AxisOptionImg2Img, float, ("Image CFG Scale", "image_cfg_scale")),
     AxisOption("Prompt S/R", str, apply_prompt, format_value=format_value),
-    AxisOption("Prompt order", str_permutations, apply_order, format_value=format_value_join_list),
-    AxisOptionTxt2Img(
-        "Sampler",
-        str,
-        apply_field("sampler_name"),
-        format_value=format_value,
-        confirm=confirm_samplers,
-        choices=_visible_samplers(lambda: sd_samplers.samplers),
-    ),
-    AxisOptionTxt2Img(
-        "Hires sampler",
-        str,
-        apply_field("hr_sampler_name"),
-        confirm=confirm_samplers,
-        choices=_visible_samplers(lambda: sd_samplers.samplers_for_img2img),
-    ),
-    AxisOptionImg2Img(
-        "Sampler",
-        str,
-        apply_field("sampler_name"),
-        format_value=format_value,
-        confirm=confirm_samplers,
-        choices=_visible_samplers(lambda: sd_samplers.samplers_for_img2img),
-    ),
-    AxisOption(
-        "Checkpoint name",
-        str,
-        apply_checkpoint,
-        format_value=format_remove_path,
-        confirm=confirm_checkpoints,
-        cost=1.0,
-        choices=_checkpoint_choices,
-    ),
-    AxisOption("Negative Guidance minimum sigma", float, apply_field("s_min_uncond")),
-    AxisOption("Sigma Churn", float, apply_field("s_churn")),
-    AxisOption("Sigma min", float, apply_field("s_tmin")),
-    AxisOption("Sigma max", float, apply_field("s_tmax")),
-    AxisOption("Sigma noise", float, apply_field("s_noise")),
-    AxisOption("Schedule type", str, apply_field("scheduler"), choices=lambda: [x.label for x in sd_schedulers.schedulers]),
-    AxisOption("Schedule min sigma", float, apply_override("sigma_min")),
-    AxisOption("Schedule max sigma", float, apply_override("sigma_max")),
-    AxisOption("Schedule rho", float, apply_override("rho")),
-    AxisOption("Beta schedule alpha", float, apply_override("beta_dist_alpha")),
-    AxisOption("Beta schedule beta", float, apply_override("beta_dist_beta")),
-    AxisOption("Eta", float, apply_field("eta")),
+    AxisOptionTxt2Img("Sampler", str, apply_field("sampler_name"), choices=_sampler_names(False), **_sampler_axis),
+    AxisOptionTxt2Img("Hires sampler", str, apply_field("hr_sampler_name"), confirm=confirm_samplers,
+                      choices=_sampler_names(True)),
+    AxisOptionImg2Img("Sampler", str, apply_field("sampler_name"), choices=_sampler_names(True), **_sampler_axis),
+    AxisOption("Checkpoint name", str, apply_checkpoint, confirm=confirm_checkpoints, choices=_checkpoint_names,
+               **_checkpoint_axis),
+    AxisOption("Schedule type", str, apply_field("scheduler"), choices=lambda: [s.label for s in sd_schedulers.schedulers]),
     AxisOption("Clip skip", int, apply_override("CLIP_stop_at_last_layers")),
-    AxisOption("Denoising", float, apply_field("denoising_strength")),
-    AxisOption("Initial noise multiplier", float, apply_field("initial_noise_multiplier")),
-    AxisOption("Extra noise", float, apply_override("img2img_extra_noise")),
-    AxisOptionTxt2Img(
-        "Hires upscaler",
-        str,
-        apply_field("hr_upscaler"),
-        choices=lambda: [*shared.latent_upscale_modes, *[x.name for x in shared.sd_upscalers]],
-    ),
-    AxisOptionImg2Img("Cond. Image Mask Weight", float, apply_field("inpainting_mask_weight")),
-    AxisOption("VAE", str, apply_vae, cost=0.7, choices=lambda: ["Automatic", "None"] + list(sd_vae.vae_dict)),
-    AxisOption("Styles", str, apply_styles, choices=lambda: list(shared.prompt_styles.styles)),
-    AxisOption("UniPC Order", int, apply_uni_pc_order, cost=0.5),
-    AxisOption("Face restore", str, apply_face_restore, format_value=format_value),
+    *_plain(AxisOption, float, ("Denoising", "denoising_strength")),
     AxisOption("Token merging ratio", float, apply_override("token_merging_ratio")),
-    AxisOption("Token merging ratio high-res", float, apply_override("token_merging_ratio_hr")),
-    AxisOption(
-        "Always discard next-to-last sigma",
-        str,
-        apply_override("always_discard_next_to_last_sigma", boolean=True),
-        choices=boolean_choice(reverse=True),
-    ),
-    AxisOption(
-        "SGM noise multiplier", str, apply_override("sgm_noise_multiplier", boolean=True), choices=boolean_choice(reverse=True)
-    ),
-    AxisOption(
-        "Refiner checkpoint",
-        str,
-        apply_field("refiner_checkpoint"),
-        format_value=format_remove_path,
-        confirm=confirm_checkpoints_or_none,
-        cost=1.0,
-        choices=lambda: ["None"] + _checkpoint_choices(),
-    ),
-    AxisOption("Refiner switch at", float, apply_field("refiner_switch_at")),
-    AxisOption("RNG source", str, apply_override("randn_source"), choices=lambda: ["GPU", "CPU", "NV"]),
-    AxisOption(
-        "FP8 mode", str, apply_override("fp8_storage"), cost=0.9, choices=lambda: ["Disable", "Enable for SDXL", "Enable"]
-    ),
+    AxisOption("Refiner checkpoint", str, apply_field("refiner_checkpoint"), confirm=confirm_checkpoints_or_none,
+               choices=lambda: ["None", *_checkpoint_names()], **_checkpoint_axis),
+    *_plain(AxisOption, float, ("Refiner switch at", "refiner_switch_at")),
     AxisOption("Size", str, apply_size),
 ]
 
 
-def draw_xyz_grid(
-    p,
-    xs,
-    ys,
-    zs,
-    x_labels,
-    y_labels,
-    z_labels,
-    cell,
-    draw_legend,
-    include_lone_images,
-    include_sub_grids,
-    first_axes_processed,
-    second_axes_processed,
-    margin_size,
-):
-    # mirrors xyz_grid.draw_xyz_grid: runs cell() for every (x, y, z), the first-processed axis in the
-    # outer loop and the second in the middle one; collects each cell's first image (a blank image for a
-    # cell without one) into a copy of the first cell's Processed; then one grid per z (with legends),
-    # and the grid of z grids first. Result: [z grid, grid per z..., cell images...]
-    hor_texts = [[images.GridAnnotation(x)] for x in x_labels]
-    ver_texts = [[images.GridAnnotation(y)] for y in y_labels]
-    title_texts = [[images.GridAnnotation(z)] for z in z_labels]
-
-    list_size = len(xs) * len(ys) * len(zs)
-    processed_result = None
-    state.job_count = list_size * p.n_iter
-
-    def index(ix, iy, iz):
-        return ix + iy * len(xs) + iz * len(xs) * len(ys)
-
-    def process_cell(ix, iy, iz):
-        nonlocal processed_result
-        state.job = f"{index(ix, iy, iz) + 1} out of {list_size}"
-        processed: Processed = cell(xs[ix], ys[iy], zs[iz], ix, iy, iz)
-
-        if processed_result is None:
-            # the first processed result holds the full results
-            processed_result = copy(processed)
-            processed_result.images = [None] * list_size
-            processed_result.all_prompts = [None] * list_size
-            processed_result.all_seeds = [None] * list_size
-            processed_result.infotexts = [None] * list_size
-            processed_result.index_of_first_image = 1
-
-        idx = index(ix, iy, iz)
-        if processed.images:
-            processed_result.images[idx] = processed.images[0]
-            processed_result.all_prompts[idx] = processed.prompt
-            processed_result.all_seeds[idx] = processed.seed
-            processed_result.infotexts[idx] = processed.infotexts[0]
-        else:
-            cell_mode = "P"
-            cell_size = (processed_result.width, processed_result.height)
-            if processed_result.images[0] is not None:
-                cell_mode = processed_result.images[0].mode
-                cell_size = processed_result.images[0].size
-            processed_result.images[idx] = Image.new(cell_mode, cell_size)
-
-    lengths = {"x": len(xs), "y": len(ys), "z": len(zs)}
-    third_axes_processed = next(a for a in "xyz" if a not in (first_axes_processed, second_axes_processed))
-    loop_order = (first_axes_processed, second_axes_processed, third_axes_processed)
-    for indices in product(*(range(lengths[axis]) for axis in loop_order)):
-        position = dict(zip(loop_order, indices))
-        process_cell(position["x"], position["y"], position["z"])
-
-    if not processed_result:
-        print("Unexpected error: Processing could not begin, you may need to refresh the tab or restart the service.")
-        return Processed(p, [])
-    elif not any(processed_result.images):
-        print("Unexpected error: draw_xyz_grid failed to return even a single processed image")
-        return Processed(p, [])
-
-    z_count = len(zs)
-    for i in range(z_count):
-        start_index = (i * len(xs) * len(ys)) + i
-        end_index = start_index + len(xs) * len(ys)
-        grid = images.image_grid(processed_result.images[start_index:end_index], rows=len(ys))
-        if draw_legend:
-            grid_max_w, grid_max_h = map(max, zip(*(img.size for img in processed_result.images[start_index:end_index])))
-            grid = images.draw_grid_annotations(grid, grid_max_w, grid_max_h, hor_texts, ver_texts, margin_size)
-        processed_result.images.insert(i, grid)
-        processed_result.all_prompts.insert(i, processed_result.all_prompts[start_index])
-        processed_result.all_seeds.insert(i, processed_result.all_seeds[start_index])
-        processed_result.infotexts.insert(i, processed_result.infotexts[start_index])
-
-    z_grid = images.image_grid(processed_result.images[:z_count], rows=1)
-    z_sub_grid_max_w, z_sub_grid_max_h = map(max, zip(*(img.size for img in processed_result.images[:z_count])))
-    if draw_legend:
-        z_grid = images.draw_grid_annotations(
-            z_grid, z_sub_grid_max_w, z_sub_grid_max_h, title_texts, [[images.GridAnnotation()]]
-        )
-    processed_result.images.insert(0, z_grid)
-    # as in the real file, all_prompts/all_seeds get no entry for the z grid (misaligned with images)
-    processed_result.infotexts.insert(0, processed_result.infotexts[0])
-
-    return processed_result
+# --- reading the values an axis was given -----------------------------------------------------------
 
 
-class SharedSettingsStackHelper:
-    # mirrors xyz_grid.SharedSettingsStackHelper: afterwards, back to the configured checkpoint and VAE
-    def __enter__(self):
-        pass
-
-    def __exit__(self, exc_type, exc_value, tb):
-        modules.sd_models.reload_model_weights()
-        modules.sd_vae.reload_vae_weights()
+def list_to_csv_string(values: list) -> str:
+    with io.StringIO() as text:
+        csv.writer(text).writerow(values)
+        return text.getvalue().strip()
 
 
-re_range = re.compile(r"\s*([+-]?\s*\d+)\s*-\s*([+-]?\s*\d+)(?:\s*\(([+-]\d+)\s*\))?\s*")
-re_range_float = re.compile(r"\s*([+-]?\s*\d+(?:.\d*)?)\s*-\s*([+-]?\s*\d+(?:.\d*)?)(?:\s*\(([+-]\d+(?:.\d*)?)\s*\))?\s*")
-
-re_range_count = re.compile(r"\s*([+-]?\s*\d+)\s*-\s*([+-]?\s*\d+)(?:\s*\[(\d+)\s*])?\s*")
-re_range_count_float = re.compile(r"\s*([+-]?\s*\d+(?:.\d*)?)\s*-\s*([+-]?\s*\d+(?:.\d*)?)(?:\s*\[(\d+(?:.\d*)?)\s*])?\s*")
+def csv_string_to_list_strip(text: str) -> list[str]:
+    return [item.strip() for row in csv.reader(io.StringIO(text), skipinitialspace=True) for item in row]
 
 
-def _expand_ranges(valslist, number, re_step, re_count, arange):
-    # int/float axes: "a-b" (step 1), "a-b (+s)" (step s), "a-b [n]" (n values, linspace); other values kept
-    valslist_ext = []
-    for val in valslist:
-        if val.strip() == "":
+def _range_pattern(number: str, step: str) -> re.Pattern:
+    """"A-B", "A-B (+S)" (a signed step) or "A-B [N]" (N values evenly spread), spaces allowed."""
+    return re.compile(rf"\s*({number})\s*-\s*({number})\s*(?:\(({step})\s*\)|\[(\d+)\s*\])?\s*")
+
+
+_RANGES = {
+    int: _range_pattern(r"[+-]?\s*\d+", r"[+-]\d+"),
+    float: _range_pattern(r"[+-]?\s*\d+(?:\.\d*)?", r"[+-]\d+(?:\.\d*)?"),
+}
+
+
+def _expand_ranges(texts: list[str], kind: type) -> list:
+    """The int or float axis's entries with every range replaced by its values (both ends
+    included); blank entries dropped, anything else left for ``kind`` to convert."""
+    expanded: list = []
+    for text in texts:
+        if not text.strip():
             continue
-        m = re_step.fullmatch(val)
-        mc = re_count.fullmatch(val)
-        if m is not None:
-            start = number(m.group(1))
-            end = number(m.group(2))
-            step = number(m.group(3)) if m.group(3) is not None else 1
-            valslist_ext += arange(start, end, step)
-        elif mc is not None:
-            start = number(mc.group(1))
-            end = number(mc.group(2))
-            num = int(mc.group(3)) if mc.group(3) is not None else 1
-            valslist_ext += [number(x) for x in np.linspace(start=start, stop=end, num=num).tolist()]
+        found = _RANGES[kind].fullmatch(text)
+        if found is None:
+            expanded.append(text)
+            continue
+        first, last, step, count = found.groups()
+        first, last = kind(first), kind(last)
+        if count is not None:
+            expanded += [kind(value) for value in np.linspace(first, last, num=int(count)).tolist()]
+        elif kind is int:
+            expanded += list(range(first, last + 1, int(step or 1)))
         else:
-            valslist_ext.append(val)
-    return valslist_ext
+            stride = float(step or 1)
+            expanded += np.arange(first, last + stride, stride).tolist()
+    return expanded
 
 
-def _int_range(start, end, step):
-    return list(range(start, end + 1, step))
+def _axis_values(p, opt: AxisOption, text, chosen: list, csv_mode: bool) -> tuple[Any, list]:
+    """(the values as the infotext names them, the list of values) for one axis; runs its confirm."""
+    if opt.label == "Nothing":
+        return text, [0]
+    if opt.choices is not None and not csv_mode:
+        text, entries = list_to_csv_string(chosen), chosen
+    elif opt.prepare is not None:
+        entries = opt.prepare(text)
+    else:
+        entries = csv_string_to_list_strip(text)
+    if opt.type in _RANGES:
+        entries = _expand_ranges(entries, opt.type)
+    values = [opt.type(entry) for entry in entries]
+    if opt.confirm:
+        opt.confirm(p, values)
+    return text, values
 
 
-def _float_range(start, end, step):
-    return np.arange(start, end + step, step).tolist()
+# --- the plot -------------------------------------------------------------------------------------------
+
+
+_ARGUMENTS = namedtuple(
+    "_ARGUMENTS",
+    "x_type x_values x_values_dropdown y_type y_values y_values_dropdown z_type z_values z_values_dropdown draw_legend "
+    "include_lone_images include_sub_grids no_fixed_seeds vary_seeds_x vary_seeds_y vary_seeds_z margin_size csv_mode",
+)
+"""The script's arguments, in the order of the components ``ui()`` returns (the API's order)."""
+
+_SEED_AXES = ("Seed", "Var. seed")
+
+
+class _Axis(namedtuple("_AxisFields", "name opt text values vary")):
+    """One of the plot's three axes: its name ("X"), option, values text, values, vary-seeds flag."""
+
+    def infotext_params(self, no_fixed_seeds: bool) -> dict[str, Any]:
+        """What a grid's infotext says about this axis (nothing for "Nothing")."""
+        if self.opt.label == "Nothing":
+            return {}
+        params = {f"{self.name} Type": self.opt.label, f"{self.name} Values": self.text}
+        if self.opt.label in _SEED_AXES and not no_fixed_seeds:
+            params[f"Fixed {self.name} Values"] = ", ".join(str(value) for value in self.values)
+        return params
+
+
+def _loop_order(axes: dict[str, _Axis]) -> list[str]:
+    """Outermost loop first: an axis strictly costlier than both others, then the costlier of the
+    remaining two (the last of them on a tie); without a costliest axis Z, Y, X."""
+    for name, axis in axes.items():
+        others = [other for other in axes if other != name]
+        if all(axis.opt.cost > axes[other].opt.cost for other in others):
+            middle = others[0] if axes[others[0]].opt.cost > axes[others[1]].opt.cost else others[1]
+            return [name, middle, next(other for other in others if other != middle)]
+    return ["z", "y", "x"]
+
+
+class _Cells:
+    """The cells' results laid out by index ``ix + iy*nx + iz*nx*ny``; ``template`` is the first
+    result (a copy of it becomes the plot's result)."""
+
+    def __init__(self, count: int) -> None:
+        self.images: list = [None] * count
+        self.prompts: list = [None] * count
+        self.seeds: list = [None] * count
+        self.infotexts: list = [None] * count
+        self.template: Processed | None = None
+
+    def put(self, index: int, processed: Processed) -> None:
+        if self.template is None:
+            self.template = processed
+        if processed.images:
+            self.images[index] = processed.images[0]
+            self.prompts[index], self.seeds[index] = processed.prompt, processed.seed
+            self.infotexts[index] = processed.infotexts[0]
+            return
+        # a failed or interrupted cell: an empty image shaped like cell 0's (or the plot's size)
+        first = self.images[0]
+        shape = (first.mode, first.size) if first is not None else ("P", (self.template.width, self.template.height))
+        self.images[index] = Image.new(*shape)
+
+    def grids(self, shape: tuple[int, int, int], labels: list[list[str]], draw_legend: bool, margin: int) -> Processed:
+        """xyz_grid.draw_xyz_grid's result: images [grid of the Z grids, one grid per Z value, cells],
+        infotexts alike (the first grid takes cell 0's), prompts and seeds without an entry for the
+        first grid (misaligned with the images, as in the real script)."""
+        nx, ny, nz = shape
+        column_titles, row_titles, z_titles = ([[images.GridAnnotation(text)] for text in axis] for axis in labels)
+        per_grid = nx * ny
+        starts = range(0, nz * per_grid, per_grid)
+        z_grids = []
+        for start in starts:
+            block = self.images[start : start + per_grid]
+            grid = images.image_grid(block, rows=ny)
+            if draw_legend:
+                grid = images.draw_grid_annotations(grid, *_largest(block), column_titles, row_titles, margin)
+            z_grids.append(grid)
+        overview = images.image_grid(z_grids, rows=1)
+        if draw_legend:
+            overview = images.draw_grid_annotations(overview, *_largest(z_grids), z_titles, [[images.GridAnnotation()]])
+
+        result = copy(self.template)
+        result.index_of_first_image = 1
+        result.images = [overview, *z_grids, *self.images]
+        result.infotexts = [self.infotexts[0], *(self.infotexts[start] for start in starts), *self.infotexts]
+        result.all_prompts = [*(self.prompts[start] for start in starts), *self.prompts]
+        result.all_seeds = [*(self.seeds[start] for start in starts), *self.seeds]
+        return result
+
+
+def _infotext_with(cell, params: dict[str, Any]) -> str:
+    """The cell's infotext with ``params`` added. The cell gets a dict of its own for that: its
+    ``extra_generation_params`` is the one ``p`` and every other cell share."""
+    cell.extra_generation_params = {**cell.extra_generation_params, **params}
+    return processing.create_infotext(cell, cell.all_prompts, cell.all_seeds, cell.all_subseeds)
+
+
+def _largest(pictures: list) -> tuple[int, int]:
+    return max(picture.width for picture in pictures), max(picture.height for picture in pictures)
 
 
 class Script(scripts.Script):
-    # mirrors xyz_grid.Script
+    """xyz_grid.Script."""
+
     def title(self):
         return "X/Y/Z plot"
 
     def ui(self, is_img2img):
-        self.current_axis_options = [x for x in axis_options if type(x) is AxisOption or x.is_img2img == is_img2img]
-        labels = [x.label for x in self.current_axis_options]
+        self.current_axis_options = [opt for opt in axis_options if type(opt) is AxisOption or opt.is_img2img == is_img2img]
+        labels = [opt.label for opt in self.current_axis_options]
+        made: dict[str, Any] = {}
+        self.infotext_fields = []
+        with gr.Row(), gr.Column(scale=19):
+            for axis, default in (("x", labels[1]), ("y", labels[0]), ("z", labels[0])):
+                name = axis.upper()
+                with gr.Row():
+                    made[f"{axis}_type"] = gr.Dropdown(label=f"{name} type", choices=labels, value=default, type="index",
+                                                       elem_id=self.elem_id(f"{axis}_type"))
+                    made[f"{axis}_values"] = gr.Textbox(label=f"{name} values", lines=1, elem_id=self.elem_id(f"{axis}_values"))
+                    made[f"{axis}_values_dropdown"] = gr.Dropdown(label=f"{name} values", visible=False, multiselect=True,
+                                                                  interactive=True)
+                self.infotext_fields += [
+                    (made[f"{axis}_type"], f"{name} Type"),
+                    (made[f"{axis}_values"], f"{name} Values"),
+                    (made[f"{axis}_values_dropdown"], lambda params, name=name: gr.update(
+                        value=csv_string_to_list_strip(params.get(f"{name} Values", "")))),
+                ]
 
-        axis_inputs = {}
-        with gr.Row():
-            with gr.Column(scale=19):
-                for axis, default in (("x", 1), ("y", 0), ("z", 0)):
-                    with gr.Row():
-                        axis_type = gr.Dropdown(
-                            label=f"{axis.upper()} type",
-                            choices=labels,
-                            value=labels[default],
-                            type="index",
-                            elem_id=self.elem_id(f"{axis}_type"),
-                        )
-                        axis_values = gr.Textbox(label=f"{axis.upper()} values", lines=1, elem_id=self.elem_id(f"{axis}_values"))
-                        axis_values_dropdown = gr.Dropdown(
-                            label=f"{axis.upper()} values", visible=False, multiselect=True, interactive=True
-                        )
-                        ToolButton(value=fill_values_symbol, elem_id=f"xyz_grid_fill_{axis}_tool_button", visible=False)
-                    axis_inputs[axis] = (axis_type, axis_values, axis_values_dropdown)
+        def checkbox(name: str, label: str, **more) -> None:
+            made[name] = gr.Checkbox(label=label, value=False, elem_id=self.elem_id(name), **more)
 
         with gr.Row(variant="compact", elem_id="axis_options"):
             with gr.Column():
-                draw_legend = gr.Checkbox(label="Draw legend", value=True, elem_id=self.elem_id("draw_legend"))
-                no_fixed_seeds = gr.Checkbox(label="Keep -1 for seeds", value=False, elem_id=self.elem_id("no_fixed_seeds"))
+                made["draw_legend"] = gr.Checkbox(label="Draw legend", value=True, elem_id=self.elem_id("draw_legend"))
+                checkbox("no_fixed_seeds", "Keep -1 for seeds")
                 with gr.Row():
-                    vary_seeds = [
-                        gr.Checkbox(
-                            label=f"Vary seeds for {axis.upper()}",
-                            value=False,
-                            min_width=80,
-                            elem_id=self.elem_id(f"vary_seeds_{axis}"),
-                        )
-                        for axis in "xyz"
-                    ]
+                    for axis in "XYZ":
+                        checkbox(f"vary_seeds_{axis.lower()}", f"Vary seeds for {axis}", min_width=80,
+                                 tooltip=f"Use different seeds for images along {axis} axis.")
             with gr.Column():
-                include_lone_images = gr.Checkbox(
-                    label="Include Sub Images", value=False, elem_id=self.elem_id("include_lone_images")
-                )
-                include_sub_grids = gr.Checkbox(label="Include Sub Grids", value=False, elem_id=self.elem_id("include_sub_grids"))
-                csv_mode = gr.Checkbox(
-                    label="Use text inputs instead of dropdowns", value=False, elem_id=self.elem_id("csv_mode")
-                )
+                for name, label in (("include_lone_images", "Include Sub Images"), ("include_sub_grids", "Include Sub Grids"),
+                                    ("csv_mode", "Use text inputs instead of dropdowns")):
+                    checkbox(name, label)
             with gr.Column():
-                margin_size = gr.Slider(
-                    label="Grid margins (px)", minimum=0, maximum=500, value=0, step=2, elem_id=self.elem_id("margin_size")
-                )
+                made["margin_size"] = gr.Slider(label="Grid margins (px)", minimum=0, maximum=500, value=0, step=2,
+                                                elem_id=self.elem_id("margin_size"))
+        return [made[name] for name in _ARGUMENTS._fields]
 
-        def get_dropdown_update_from_params(axis, params):
-            return gr.update(value=csv_string_to_list_strip(params.get(f"{axis} Values", "")))
-
-        self.infotext_fields = []
-        for axis, (axis_type, axis_values, axis_values_dropdown) in axis_inputs.items():
-            name = axis.upper()
-            self.infotext_fields += [
-                (axis_type, f"{name} Type"),
-                (axis_values, f"{name} Values"),
-                (axis_values_dropdown, lambda params, name=name: get_dropdown_update_from_params(name, params)),
-            ]
-        self.infotext_fields = tuple(self.infotext_fields)
-
-        return [
-            *axis_inputs["x"],
-            *axis_inputs["y"],
-            *axis_inputs["z"],
-            draw_legend,
-            include_lone_images,
-            include_sub_grids,
-            no_fixed_seeds,
-            *vary_seeds,
-            margin_size,
-            csv_mode,
-        ]
-
-    def run(
-        self,
-        p,
-        x_type,
-        x_values,
-        x_values_dropdown,
-        y_type,
-        y_values,
-        y_values_dropdown,
-        z_type,
-        z_values,
-        z_values_dropdown,
-        draw_legend,
-        include_lone_images,
-        include_sub_grids,
-        no_fixed_seeds,
-        vary_seeds_x,
-        vary_seeds_y,
-        vary_seeds_z,
-        margin_size,
-        csv_mode,
-    ):
-        x_type, y_type, z_type = x_type or 0, y_type or 0, z_type or 0  # if axle type is None set to 0
-
-        if not no_fixed_seeds:
+    def run(self, p, *args):
+        settings = _ARGUMENTS(*args)
+        if not settings.no_fixed_seeds:
             processing.fix_seed(p)
-
-        if not opts.return_grid:
+        if not shared.opts.return_grid:
             p.batch_size = 1
 
-        def process_axis(opt, vals, vals_dropdown):
-            if opt.label == "Nothing":
-                return [0]
-
-            if opt.choices is not None and not csv_mode:
-                valslist = vals_dropdown
-            elif opt.prepare is not None:
-                valslist = opt.prepare(vals)
-            else:
-                valslist = csv_string_to_list_strip(vals)
-
-            if opt.type is int:
-                valslist = _expand_ranges(valslist, int, re_range, re_range_count, _int_range)
-            elif opt.type is float:
-                valslist = _expand_ranges(valslist, float, re_range_float, re_range_count_float, _float_range)
-            elif opt.type == str_permutations:
-                valslist = list(permutations(valslist))
-
-            valslist = [opt.type(x) for x in valslist]
-
-            if opt.confirm:  # confirm options are valid before starting
-                opt.confirm(p, valslist)
-
-            return valslist
-
-        def axis_values_of(opt, values, values_dropdown):
-            if opt.choices is not None and not csv_mode:
-                values = list_to_csv_string(values_dropdown)
-            return values, process_axis(opt, values, values_dropdown)
-
-        x_opt = self.current_axis_options[x_type]
-        x_values, xs = axis_values_of(x_opt, x_values, x_values_dropdown)
-        y_opt = self.current_axis_options[y_type]
-        y_values, ys = axis_values_of(y_opt, y_values, y_values_dropdown)
-        z_opt = self.current_axis_options[z_type]
-        z_values, zs = axis_values_of(z_opt, z_values, z_values_dropdown)
-
-        Image.MAX_IMAGE_PIXELS = None  # the check below replaces Pillow's
-        grid_mp = round(len(xs) * len(ys) * len(zs) * p.width * p.height / 1000000)
-        max_mp = opts.img_max_size_mp
-        assert grid_mp < max_mp, (
-            f"Error: Resulting grid would be too large ({grid_mp} MPixels) (max configured size is {max_mp} MPixels)"
-        )
-
-        def fix_axis_seeds(axis_opt, axis_list):
-            if axis_opt.label in ["Seed", "Var. seed"]:
-                return [int(random.randrange(4294967294)) if val is None or val == "" or val == -1 else val for val in axis_list]
-            return axis_list
-
-        if not no_fixed_seeds:
-            xs = fix_axis_seeds(x_opt, xs)
-            ys = fix_axis_seeds(y_opt, ys)
-            zs = fix_axis_seeds(z_opt, zs)
-
-        axes = {"x": (x_opt, xs), "y": (y_opt, ys), "z": (z_opt, zs)}
-        steps_axis = next((values for opt, values in axes.values() if opt.label == "Steps"), None)
-        cells = len(xs) * len(ys) * len(zs)
-        total_steps = sum(steps_axis) * cells // len(steps_axis) if steps_axis else p.steps * cells
-        if isinstance(p, StableDiffusionProcessingTxt2Img) and p.enable_hr:
-            hires_axis = next((values for opt, values in axes.values() if opt.label == "Hires steps"), None)
-            if hires_axis:
-                total_steps += sum(hires_axis) * cells // len(hires_axis)
-            elif p.hr_second_pass_steps:
-                total_steps += p.hr_second_pass_steps * cells
-            else:
-                total_steps *= 2
-        total_steps *= p.n_iter
-
-        image_cell_count = p.n_iter * p.batch_size
-        cell_console_text = f"; {image_cell_count} images per cell" if image_cell_count > 1 else ""
-        plural_s = "s" if len(zs) > 1 else ""
-        print(
-            f"X/Y/Z plot will create {cells * image_cell_count} images on {len(zs)} {len(xs)}x{len(ys)} grid{plural_s}"
-            f"{cell_console_text}. (Total steps to process: {total_steps})"
-        )
-        shared.total_tqdm.updateTotal(total_steps)
-
-        state.xyz_plot_x = AxisInfo(x_opt, xs)
-        state.xyz_plot_y = AxisInfo(y_opt, ys)
-        state.xyz_plot_z = AxisInfo(z_opt, zs)
-
-        # a slow-to-change axis (like the checkpoint) goes to the outer loop: the costliest axis first (if
-        # strictly costliest), then the costlier of the other two; ties keep z, then y
-        first_axes_processed, second_axes_processed = "z", "y"
+        parsed = {}
         for axis in "xyz":
-            others = [a for a in "xyz" if a != axis]
-            if all(axes[axis][0].cost > axes[a][0].cost for a in others):
-                first_axes_processed = axis
-                second_axes_processed = others[0] if axes[others[0]][0].cost > axes[others[1]][0].cost else others[1]
+            opt = self.current_axis_options[getattr(settings, f"{axis}_type") or 0]
+            given = (getattr(settings, f"{axis}_values"), getattr(settings, f"{axis}_values_dropdown"))
+            parsed[axis] = (opt, *_axis_values(p, opt, *given, settings.csv_mode))
+        shape = tuple(len(values) for _, _, values in parsed.values())
+        cell_count = shape[0] * shape[1] * shape[2]
 
-        grid_infotext = [None] * (1 + len(zs))
+        Image.MAX_IMAGE_PIXELS = None  # the plot's own limit below replaces Pillow's
+        megapixels = round(cell_count * p.width * p.height / 1000000)
+        if megapixels >= shared.opts.img_max_size_mp:
+            raise AssertionError(f"Error: Resulting grid would be too large ({megapixels} MPixels) "
+                                 f"(max configured size is {shared.opts.img_max_size_mp} MPixels)")
 
-        def cell(x, y, z, ix, iy, iz):
-            if shared.state.interrupted or state.stopping_generation:
-                return Processed(p, [], p.seed, "")
+        axes: dict[str, _Axis] = {}
+        for axis, (opt, text, values) in parsed.items():
+            if opt.label in _SEED_AXES and not settings.no_fixed_seeds:
+                values = [random.randrange(4294967294) if value in (None, "", -1) else value for value in values]
+            axes[axis] = _Axis(axis.upper(), opt, text, values, getattr(settings, f"vary_seeds_{axis}"))
+            setattr(shared.state, f"xyz_plot_{axis}", AxisInfo(opt, values))
+        legends = [[axis.opt.format_value(p, axis.opt, value) for value in axis.values] for axis in axes.values()]
 
-            pc = copy(p)
-            pc.styles = pc.styles[:]
-            x_opt.apply(pc, x, xs)
-            y_opt.apply(pc, y, ys)
-            z_opt.apply(pc, z, zs)
+        shared.state.job_count = cell_count * p.n_iter
+        grid_infotexts: list[str | None] = [None] * (1 + shape[2])
+        cells = _Cells(cell_count)
+        order = _loop_order(axes)
+        try:
+            for indices in product(*(range(len(axes[axis].values)) for axis in order)):
+                at = dict(zip(order, indices))
+                index = at["x"] + shape[0] * (at["y"] + shape[1] * at["z"])
+                shared.state.job = f"{index + 1} out of {cell_count}"
+                cells.put(index, self._cell(p, axes, at, settings.no_fixed_seeds, grid_infotexts))
+        finally:
+            sd_models.reload_model_weights()  # xyz_grid.SharedSettingsStackHelper: back to the configured ones
+            sd_vae.reload_vae_weights()
+        if cells.template is None:
+            return Processed(p, [])
 
-            xdim = len(xs) if vary_seeds_x else 1
-            ydim = len(ys) if vary_seeds_y else 1
-            if vary_seeds_x:
-                pc.seed += ix
-            if vary_seeds_y:
-                pc.seed += iy * xdim
-            if vary_seeds_z:
-                pc.seed += iz * xdim * ydim
+        result = cells.grids(shape, legends, settings.draw_legend, settings.margin_size)
+        grid_count = 1 + shape[2]
+        result.infotexts[:grid_count] = grid_infotexts
+        if not settings.include_lone_images:
+            result.images = result.images[:grid_count]
+        if shared.opts.grid_save:
+            for g in range(grid_count if settings.include_sub_grids and shape[2] > 1 else 1):
+                entry = max(g - 1, 0)  # prompts and seeds have no entry for the first grid
+                images.save_image(result.images[g], p.outpath_grids, "xyz_grid", info=result.infotexts[g],
+                                  extension=shared.opts.grid_format, prompt=result.all_prompts[entry],
+                                  seed=result.all_seeds[entry], grid=True, p=result)
+        if not settings.include_sub_grids:
+            for entries in (result.images, result.all_prompts, result.all_seeds, result.infotexts):
+                del entries[1:grid_count]
+        return result
 
-            try:
-                res = process_images(pc)
-            except Exception as e:
-                errors.display(e, "generating image for xyz plot")
-                res = Processed(p, [], p.seed, "")
+    def _cell(self, p, axes: dict[str, _Axis], at: dict[str, int], no_fixed_seeds: bool, grid_infotexts: list) -> Processed:
+        """One cell: a copy of ``p`` with each axis's value applied (an exception there stops the
+        plot), then the seed moved along the axes that vary it, then a full ``process_images`` (an
+        exception there is shown and the cell stays empty). The cell at X and Y index 0 of a Z value
+        also writes that Z grid's infotext; the very first cell the overview's too."""
+        state = shared.state
+        if state.interrupted or state.stopping_generation:
+            return Processed(p, [], p.seed, "")
+        cell = copy(p)
+        cell.styles = cell.styles[:]
+        for name, axis in axes.items():
+            axis.opt.apply(cell, axis.values[at[name]], axis.values)
+        stride = 1
+        for name, axis in axes.items():
+            if axis.vary:
+                cell.seed += at[name] * stride
+                stride *= len(axis.values)
+        try:
+            processed = process_images(cell)
+        except Exception as error:
+            errors.display(error, "generating image for xyz plot")
+            processed = Processed(p, [], p.seed, "")
 
-            def add_axis_params(name, opt, values_text, values):
-                if opt.label != "Nothing":
-                    pc.extra_generation_params[f"{name} Type"] = opt.label
-                    pc.extra_generation_params[f"{name} Values"] = values_text
-                    if opt.label in ["Seed", "Var. seed"] and not no_fixed_seeds:
-                        pc.extra_generation_params[f"Fixed {name} Values"] = ", ".join([str(v) for v in values])
-
-            # sub-grid infotexts
-            subgrid_index = 1 + iz
-            if grid_infotext[subgrid_index] is None and ix == 0 and iy == 0:
-                pc.extra_generation_params = copy(pc.extra_generation_params)
-                pc.extra_generation_params["Script"] = self.title()
-                add_axis_params("X", x_opt, x_values, xs)
-                add_axis_params("Y", y_opt, y_values, ys)
-                grid_infotext[subgrid_index] = processing.create_infotext(pc, pc.all_prompts, pc.all_seeds, pc.all_subseeds)
-
-            # main grid infotext
-            if grid_infotext[0] is None and ix == 0 and iy == 0 and iz == 0:
-                pc.extra_generation_params = copy(pc.extra_generation_params)
-                add_axis_params("Z", z_opt, z_values, zs)
-                grid_infotext[0] = processing.create_infotext(pc, pc.all_prompts, pc.all_seeds, pc.all_subseeds)
-
-            return res
-
-        with SharedSettingsStackHelper():
-            processed = draw_xyz_grid(
-                p,
-                xs=xs,
-                ys=ys,
-                zs=zs,
-                x_labels=[x_opt.format_value(p, x_opt, x) for x in xs],
-                y_labels=[y_opt.format_value(p, y_opt, y) for y in ys],
-                z_labels=[z_opt.format_value(p, z_opt, z) for z in zs],
-                cell=cell,
-                draw_legend=draw_legend,
-                include_lone_images=include_lone_images,
-                include_sub_grids=include_sub_grids,
-                first_axes_processed=first_axes_processed,
-                second_axes_processed=second_axes_processed,
-                margin_size=margin_size,
-            )
-
-        if not processed.images:
-            return processed  # it broke, no further handling needed
-
-        z_count = len(zs)
-
-        # the grid infotexts with the axes' extra_generation_params (1 main grid + z_count sub-grids)
-        processed.infotexts[: 1 + z_count] = grid_infotext[: 1 + z_count]
-
-        if not include_lone_images:
-            processed.images = processed.images[: z_count + 1]
-
-        if opts.grid_save:
-            grid_count = z_count + 1 if z_count > 1 else 1
-            for g in range(grid_count):
-                adj_g = g - 1 if g > 0 else g  # all_prompts/all_seeds have no entry for the z grid
-                images.save_image(
-                    processed.images[g],
-                    p.outpath_grids,
-                    "xyz_grid",
-                    info=processed.infotexts[g],
-                    extension=opts.grid_format,
-                    prompt=processed.all_prompts[adj_g],
-                    seed=processed.all_seeds[adj_g],
-                    grid=True,
-                    p=processed,
-                )
-                if not include_sub_grids:
-                    break
-
-        if not include_sub_grids:
-            for _ in range(z_count):
-                del processed.images[1]
-                del processed.all_prompts[1]
-                del processed.all_seeds[1]
-                del processed.infotexts[1]
-
+        if at["x"] == at["y"] == 0:
+            about_xy = {"Script": self.title(), **axes["x"].infotext_params(no_fixed_seeds)}
+            about_xy.update(axes["y"].infotext_params(no_fixed_seeds))
+            grid_infotexts[1 + at["z"]] = _infotext_with(cell, about_xy)
+            if at["z"] == 0:
+                grid_infotexts[0] = _infotext_with(cell, axes["z"].infotext_params(no_fixed_seeds))
         return processed
