@@ -231,9 +231,6 @@ class FakePosterior:
     def sample(self):
         return self.mean
 
-    def mode(self):
-        return self.mean
-
 
 class DiffusionWrapper(nn.Module):
     """ldm.models.diffusion.ddpm.DiffusionWrapper with the "crossattn" conditioning key (the only one the
@@ -309,7 +306,7 @@ class StandInModel(nn.Module):
         padding = torch.zeros(pooled.shape[0], _SDXL_VECTOR_WIDTH[crossattn.shape[-1]] - pooled.shape[1])
         return prompt_parser.DictWithShape({"crossattn": crossattn, "vector": torch.cat([pooled, padding], dim=1)})
 
-    def apply_model(self, x_noisy, t, cond, return_ids=False):
+    def apply_model(self, x_noisy, t, cond):
         """LatentDiffusion.apply_model (a bare cond or list becomes ``c_crossattn``), or for SDXL
         sd_models_xl.apply_model (the dict cond goes to the wrapper as it is)."""
         if self.is_sdxl:
@@ -318,7 +315,7 @@ class StandInModel(nn.Module):
             cond = {"c_crossattn": cond if isinstance(cond, list) else [cond]}
         return self.model(x_noisy, t, **cond)
 
-    def decode_first_stage(self, z, predict_cids=False, force_not_quantize=False):
+    def decode_first_stage(self, z):
         return self.first_stage_model.decode(z)
 
     def encode_first_stage(self, x):

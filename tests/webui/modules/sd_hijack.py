@@ -93,21 +93,20 @@ class StableDiffusionModelHijack:
         self.circular_enabled = False
         self.layers = None
         self.clip = None
-        self.optimization_method = None
 
     def hijack(self, m):
         """At every model load: the attention optimisation (a failing one is reported and the default
         forward used), and the model's layers for tiling."""
         try:
-            self.optimization_method = apply_optimizations()
+            apply_optimizations()
         except Exception as e:
             errors.display(e, "applying cross attention optimization")
             undo_optimizations()
-            self.optimization_method = None
         self.clip = m.cond_stage_model
         self.layers = list(m.modules())
 
     def undo_hijack(self, m):
+        """Before weights are loaded into the model: default attention forward, no tiling."""
         undo_optimizations()
         self.apply_circular(False)
         self.layers = None
@@ -128,6 +127,7 @@ class StableDiffusionModelHijack:
                 layer.padding_mode = "circular" if enable else "zeros"
 
     def clear_comments(self):
+        """At the start of every generation (process_images_inner)."""
         self.comments = []
         self.extra_generation_params = {}
 

@@ -211,6 +211,7 @@ class SdModelData:
         return self.sd_model
 
     def set_sd_model(self, v, already_loaded=False):
+        """``v`` becomes current and moves to the front of the loaded models (what assigning shared.sd_model does)."""
         self.sd_model = v
         if v in self.loaded_sd_models:
             self.loaded_sd_models.remove(v)
