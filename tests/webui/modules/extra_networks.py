@@ -1,28 +1,40 @@
-"""Mirrors modules/extra_networks.py: <name:args> tags in prompts.
+"""Stand-in for the WebUI's modules/extra_networks.py: ``<name:arg1:arg2>`` tags in prompts. Processing
+takes them out of the prompts (``parse_prompts``) and activates the registered extra networks with their
+arguments for each batch (``activate``), then deactivates them at the end.
 
-Simplified: no extra networks (LoRA, hypernet...) are registered; tags are still parsed out of the
-prompts as the real parse_prompts does, and activate/deactivate report unknown networks the same way."""
+No extra network (LoRA, hypernetwork...) is registered in the stand-in host, so tags are removed from
+the prompts and reported as unknown; the registry logic is kept for an extension that registers one.
+"""
 
+from __future__ import annotations
+
+import functools
 import logging
 import re
 from collections import defaultdict
 
 from modules import errors
 
-extra_network_registry = {}
-extra_network_aliases = {}
+extra_network_registry: dict = {}
+"""name -> extra network object (``activate(p, params_list)``, ``deactivate(p)``)."""
+extra_network_aliases: dict = {}
+
+_TAG = re.compile(r"<(\w+):([^>]+)>")
 
 
 class ExtraNetworkParams:
-    # mirrors extra_networks.ExtraNetworkParams
+    """Mirrors extra_networks.ExtraNetworkParams: one tag's ``:``-separated arguments, split into
+    positional ones and ``key=value`` ones. Equal when the arguments are (processing's cond cache
+    compares them)."""
+
     def __init__(self, items=None):
         self.items = items or []
         self.positional = []
         self.named = {}
         for item in self.items:
-            parts = item.split("=", 2) if isinstance(item, str) else [item]
-            if len(parts) == 2:
-                self.named[parts[0]] = parts[1]
+            key, equals, value = item.partition("=") if isinstance(item, str) else (item, "", "")
+            if equals and "=" not in value:
+                self.named[key] = value
             else:
                 self.positional.append(item)
 
@@ -30,102 +42,64 @@ class ExtraNetworkParams:
         return self.items == other.items
 
 
-class ExtraNetwork:
-    # mirrors extra_networks.ExtraNetwork (base class)
-    def __init__(self, name):
-        self.name = name
-
-    def activate(self, p, params_list):
-        raise NotImplementedError
-
-    def deactivate(self, p):
-        raise NotImplementedError
-
-
-def register_extra_network(extra_network):
-    extra_network_registry[extra_network.name] = extra_network
-
-
 def lookup_extra_networks(extra_network_data):
-    # mirrors extra_networks.lookup_extra_networks
-    result = {}
-    for name, params in list(extra_network_data.items()):
-        network = extra_network_registry.get(name, None)
-        alias = extra_network_aliases.get(name, None)
-        if alias is not None and network is None:
-            network = alias
+    """Mirrors extra_networks.lookup_extra_networks: {network object: all its params} for the tag names
+    that name a registered network (or an alias); other names are logged and skipped."""
+    found: dict = {}
+    for name, params in extra_network_data.items():
+        network = extra_network_registry.get(name) or extra_network_aliases.get(name)
         if network is None:
             logging.info(f"Skipping unknown extra network: {name}")
             continue
-        result.setdefault(network, []).extend(params)
-    return result
+        found.setdefault(network, []).extend(params)
+    return found
+
+
+def _reported(action, what: str) -> bool:
+    """Runs ``action``; an exception is reported (as the real host does), not raised. True if it ran."""
+    try:
+        action()
+    except Exception as e:
+        errors.display(e, what)
+        return False
+    return True
 
 
 def activate(p, extra_network_data):
-    # mirrors extra_networks.activate: named networks first, then every other registered one with []
-    activated = []
-    for network, args in lookup_extra_networks(extra_network_data).items():
-        try:
-            network.activate(p, args)
-            activated.append(network)
-        except Exception as e:
-            errors.display(e, f"activating extra network {network.name} with arguments {args}")
+    """Mirrors extra_networks.activate: the networks the prompt names get their params, every other
+    registered one (and a named one that failed) gets ``[]``, so it can switch itself off. Then the
+    scripts' ``after_extra_networks_activate``."""
+    named = lookup_extra_networks(extra_network_data)
+    done = set()
+    for network, params in named.items():
+        what = f"activating extra network {network.name} with arguments {params}"
+        if _reported(functools.partial(network.activate, p, params), what):
+            done.add(network)
     for name, network in extra_network_registry.items():
-        if network in activated:
-            continue
-        try:
-            network.activate(p, [])
-        except Exception as e:
-            errors.display(e, f"activating extra network {name}")
+        if network not in done:
+            _reported(functools.partial(network.activate, p, []), f"activating extra network {name}")
     if p.scripts is not None:
-        p.scripts.after_extra_networks_activate(
-            p,
-            batch_number=p.iteration,
-            prompts=p.prompts,
-            seeds=p.seeds,
-            subseeds=p.subseeds,
-            extra_network_data=extra_network_data,
-        )
+        batch = {"prompts": p.prompts, "seeds": p.seeds, "subseeds": p.subseeds}
+        p.scripts.after_extra_networks_activate(p, batch_number=p.iteration, extra_network_data=extra_network_data, **batch)
 
 
 def deactivate(p, extra_network_data):
-    # mirrors extra_networks.deactivate
-    data = lookup_extra_networks(extra_network_data)
-    for network in data:
-        try:
-            network.deactivate(p)
-        except Exception as e:
-            errors.display(e, f"deactivating extra network {network.name}")
-    for name, network in extra_network_registry.items():
-        if network in data:
-            continue
-        try:
-            network.deactivate(p)
-        except Exception as e:
-            errors.display(e, f"deactivating unmentioned extra network {name}")
-
-
-re_extra_net = re.compile(r"<(\w+):([^>]+)>")
+    """Mirrors extra_networks.deactivate: every named and every registered network is deactivated once."""
+    named = lookup_extra_networks(extra_network_data)
+    for network in list(named) + [network for network in extra_network_registry.values() if network not in named]:
+        _reported(functools.partial(network.deactivate, p), f"deactivating extra network {network.name}")
 
 
 def parse_prompt(prompt):
-    # mirrors extra_networks.parse_prompt: removes the tags, collecting their ":"-separated arguments
+    """Mirrors extra_networks.parse_prompt: the prompt without its tags, and {name: [params, ...]}."""
     found = defaultdict(list)
-
-    def collect(m):
-        found[m.group(1)].append(ExtraNetworkParams(items=m.group(2).split(":")))
-        return ""
-
-    return re.sub(re_extra_net, collect, prompt), found
+    for tag in _TAG.finditer(prompt):
+        found[tag.group(1)].append(ExtraNetworkParams(items=tag.group(2).split(":")))
+    return _TAG.sub("", prompt), found
 
 
 def parse_prompts(prompts):
-    # mirrors extra_networks.parse_prompts: the extra-network data comes from the first prompt only
-    result = []
-    extra_data = None
-    for prompt in prompts:
-        updated, parsed = parse_prompt(prompt)
-        if extra_data is None:
-            extra_data = parsed
-        result.append(updated)
-    return result, extra_data
+    """Mirrors extra_networks.parse_prompts: every prompt without its tags; the networks are the first
+    prompt's (the real host applies one set of networks to the whole batch)."""
+    parsed = [parse_prompt(prompt) for prompt in prompts]
+    return [text for text, _ in parsed], (parsed[0][1] if parsed else None)

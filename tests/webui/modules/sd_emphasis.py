@@ -1,69 +1,51 @@
-"""Mirrors modules/sd_emphasis.py: the "Emphasis mode" option (opts.emphasis) decides what the text
-encoder does with the (word:1.1) weights of a chunk once the transformer has encoded it."""
+"""Stand-in for the WebUI's modules/sd_emphasis.py: the "Emphasis mode" setting (``opts.emphasis``), i.e.
+what the text encoder does with the ``(word:1.2)`` weights once a chunk has been through the transformer.
+
+The modes (the real file has a class per mode):
+- "Original": each token's row scaled by its weight, then the chunk rescaled to its former mean;
+- "No norm": the scaling without the rescale;
+- "Ignore": the prompt is parsed (brackets disappear), the weights are not applied;
+- "None": the encoder does not parse emphasis at all (brackets stay text); nothing to apply here.
+An unknown name means "Original", as in the real ``get_current_option``.
+"""
 
 from __future__ import annotations
 
+import functools
+
 import torch
+
+_MODES = {  # name: (applies the weights, restores the mean)
+    "Original": (True, True),
+    "No norm": (True, False),
+    "Ignore": (False, False),
+    "None": (False, False),
+}
 
 
 class Emphasis:
-    # mirrors sd_emphasis.Emphasis: the sd_hijack_clip process_tokens step sets tokens, multipliers
-    # (one per token) and z (the encoder output), calls after_transformers() and reads z back
-    name: str = "Base"
-    description: str = ""
+    """Mirrors sd_emphasis.Emphasis for one mode. The encoder (sd_hijack_clip's process_tokens) fills
+    ``tokens``, ``multipliers`` (one weight per token row) and ``z`` (the transformer output of one chunk
+    for the whole batch), calls ``after_transformers()`` and reads ``z`` back."""
 
     tokens: list[list[int]]
     multipliers: torch.Tensor
     z: torch.Tensor
 
-    def after_transformers(self):
-        pass
-
-
-class EmphasisNone(Emphasis):
-    # "None": the prompt is not parsed for emphasis at all (tokenize_line), brackets stay literal text
-    name = "None"
-    description = "disable the mechanism entirely and treat (:.1.1) as literal characters"
-
-
-class EmphasisIgnore(Emphasis):
-    # "Ignore": parsed, but the weights are not applied
-    name = "Ignore"
-    description = "treat all empasised words as if they have no emphasis"
-
-
-class EmphasisOriginal(Emphasis):
-    # "Original": scale each token's row by its weight, then rescale so the mean is what it was
-    name = "Original"
-    description = "the original emphasis implementation"
+    def __init__(self, name: str = "Original"):
+        self.name = name
+        self.applies_weights, self.keeps_mean = _MODES[name]
 
     def after_transformers(self):
+        if not self.applies_weights:
+            return
         mean_before = self.z.mean()
         self.z = self.z * self.multipliers.reshape(self.multipliers.shape + (1,)).expand(self.z.shape)
-        self.z = self.z * (mean_before / self.z.mean())
-
-
-class EmphasisOriginalNoNorm(EmphasisOriginal):
-    # "No norm": the weights without restoring the mean
-    name = "No norm"
-    description = "same as original, but without normalization (seems to work better for SDXL)"
-
-    def after_transformers(self):
-        self.z = self.z * self.multipliers.reshape(self.multipliers.shape + (1,)).expand(self.z.shape)
+        if self.keeps_mean:
+            # the mean over the whole batch's chunk, as the real "Original" mode takes it
+            self.z = self.z * (mean_before / self.z.mean())
 
 
 def get_current_option(emphasis_option_name):
-    # mirrors sd_emphasis.get_current_option: unknown names fall back to Original
-    return next(iter([x for x in options if x.name == emphasis_option_name]), EmphasisOriginal)
-
-
-def get_options_descriptions():
-    return ", ".join(f"{x.name}: {x.description}" for x in options)
-
-
-options = [
-    EmphasisNone,
-    EmphasisIgnore,
-    EmphasisOriginal,
-    EmphasisOriginalNoNorm,
-]
+    """Mirrors sd_emphasis.get_current_option: what makes the Emphasis object of that mode."""
+    return functools.partial(Emphasis, emphasis_option_name if emphasis_option_name in _MODES else "Original")

@@ -1,53 +1,39 @@
-"""Mirrors the inference half of modules/hypernetworks/hypernetwork.py: hypernetwork context hooks and
-the WebUI's default (non-optimised) CrossAttention forward. Training/loading is not provided;
-tests put objects with a ``layers`` dict {context_dim: (module_k, module_v)} in
-shared.loaded_hypernetworks to exercise the hook."""
+"""Stand-in for the inference half of the WebUI's modules/hypernetworks/hypernetwork.py: loaded
+hypernetworks transform the text context before the keys and values of cross-attention, and the
+WebUI's default ``CrossAttention.forward`` (what runs when no optimisation is applied) does so.
+
+Loading and training hypernetworks is left out: ``shared.loaded_hypernetworks`` holds objects with a
+``layers`` dict {context width: (module for the keys, module for the values)}. The stand-in host is
+float32 only, so the real casts around the modules are left out too.
+"""
+
+from __future__ import annotations
 
 import torch
-from einops import rearrange, repeat
-from torch import einsum
 
-from ldm.util import default
-from modules import devices, shared
-
-
-def apply_single_hypernetwork(hypernetwork, context_k, context_v, layer=None):
-    # mirrors hypernetwork.apply_single_hypernetwork: layers are looked up by the context width
-    layers = (hypernetwork.layers if hypernetwork is not None else {}).get(context_k.shape[2], None)
-    if layers is None:
-        return context_k, context_v
-    if layer is not None:
-        layer.hyper_k = layers[0]
-        layer.hyper_v = layers[1]
-    context_k = devices.cond_cast_unet(layers[0](devices.cond_cast_float(context_k)))
-    context_v = devices.cond_cast_unet(layers[1](devices.cond_cast_float(context_v)))
-    return context_k, context_v
+from modules import shared
 
 
 def apply_hypernetworks(hypernetworks, context, layer=None):
-    # mirrors hypernetwork.apply_hypernetworks: chains every loaded hypernetwork on k and v separately
-    context_k = context
-    context_v = context
-    for hypernetwork in hypernetworks:
-        context_k, context_v = apply_single_hypernetwork(hypernetwork, context_k, context_v, layer)
+    """Mirrors hypernetwork.apply_hypernetworks: the context for the keys and the one for the values,
+    each passed through the matching module of every loaded hypernetwork in turn (a hypernetwork without
+    modules for this context width leaves both alone). The real one also records the modules on
+    ``layer`` for training; not here."""
+    context_k = context_v = context
+    for network in hypernetworks:
+        modules = (getattr(network, "layers", None) or {}).get(context_k.shape[2])
+        if modules is not None:
+            context_k, context_v = modules[0](context_k), modules[1](context_v)
     return context_k, context_v
 
 
 def attention_CrossAttention_forward(self, x, context=None, mask=None, **kwargs):
-    # mirrors hypernetwork.attention_CrossAttention_forward: ldm's einsum attention with the hypernetwork hook
-    h = self.heads
-    q = self.to_q(x)
-    context = default(context, x)
-    context_k, context_v = apply_hypernetworks(shared.loaded_hypernetworks, context, self)
-    k = self.to_k(context_k)
-    v = self.to_v(context_v)
-    q, k, v = (rearrange(t, "b n (h d) -> (b h) n d", h=h) for t in (q, k, v))
-    sim = einsum("b i d, b j d -> b i j", q, k) * self.scale
+    """Mirrors hypernetwork.attention_CrossAttention_forward: ldm's plain softmax attention (scores scaled
+    by ``self.scale``, ldm's per-key boolean mask) with the hypernetworks applied to the context."""
+    context_k, context_v = apply_hypernetworks(shared.loaded_hypernetworks, x if context is None else context, self)
+    projected = (self.to_q(x), self.to_k(context_k), self.to_v(context_v))
+    q, k, v = (t.unflatten(-1, (self.heads, -1)).transpose(1, 2) for t in projected)
+    scores = q @ k.transpose(-1, -2) * self.scale
     if mask is not None:
-        mask = rearrange(mask, "b ... -> b (...)")
-        mask = repeat(mask, "b j -> (b h) () j", h=h)
-        sim.masked_fill_(~mask, -torch.finfo(sim.dtype).max)
-    attn = sim.softmax(dim=-1)
-    out = einsum("b i j, b j d -> b i d", attn, v)
-    out = rearrange(out, "(b h) n d -> b n (h d)", h=h)
-    return self.to_out(out)
+        scores = scores.masked_fill(~mask.reshape(mask.shape[0], 1, 1, -1), -torch.finfo(scores.dtype).max)
+    return self.to_out((scores.softmax(dim=-1) @ v).transpose(1, 2).flatten(2))
