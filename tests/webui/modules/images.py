@@ -1,14 +1,16 @@
-"""Mirrors the parts of modules/images.py processing and the X/Y/Z plot use: image_grid,
-GridAnnotation + draw_grid_annotations, resize_image, flatten, fix_image, save_image,
-get_next_sequence_number.
+"""Stand-in for the parts of ``modules/images.py`` (WebUI v1.10.1) that processing, the X/Y/Z plot
+and the extension use: grids and their legends, resizing, flattening, reading, the next file number
+and ``save_image``.
 
-Grid annotations use Pillow's default font at the requested size (the real one loads Roboto, or
-opts.font) and multiline_textbbox where the real one calls multiline_textsize (gone in Pillow 10).
+Simplified: ``save_image`` writes nothing; it fires the before/after image-saved callbacks and
+records ``(image, infotext, details)`` in ``saved_images`` (what the real host would have written).
+The only upscalers are PIL resizes ("None", "Lanczos", "Nearest"), as in an install without upscaler
+models (modules/upscaler.py). Legends use Pillow's default font unless ``opts.font`` names one (the
+real default is Roboto)."""
 
-Simplified: save_image writes nothing; it records (image, info, kwargs) in ``saved_images`` (tests can
-look at what the real host would have saved) and fires the before/after image-saved callbacks. The
-only upscalers are PIL resizes ("None", "Lanczos", "Nearest"), as in a WebUI without upscaler models."""
+from __future__ import annotations
 
+import contextlib
 import math
 import os
 from collections import namedtuple
@@ -21,212 +23,184 @@ from modules.shared import opts
 LANCZOS = Image.Resampling.LANCZOS
 NEAREST = Image.Resampling.NEAREST
 
-saved_images = []  # stand-in only
+saved_images: list[tuple] = []
+"""Stand-in only: every ``save_image`` call as (image, infotext, dict of the other details)."""
 
 
 class _PilScaler:
-    # mirrors modules/upscaler.py UpscalerLanczos / UpscalerNearest (and UpscalerNone for "None")
+    """modules/upscaler.py ``UpscalerNone`` / ``UpscalerLanczos`` / ``UpscalerNearest``: one PIL resize
+    by the scale (none for "None")."""
+
     def __init__(self, resample):
         self.resample = resample
 
-    def upscale(self, img, scale, selected_model=None):
+    def upscale(self, img: Image.Image, scale: float, selected_model=None) -> Image.Image:
         if self.resample is None:
             return img
         return img.resize((int(img.width * scale), int(img.height * scale)), resample=self.resample)
 
 
 UpscalerData = namedtuple("UpscalerData", ["name", "scaler", "data_path"])
-
-shared.sd_upscalers[:] = [
-    UpscalerData("None", _PilScaler(None), None),
-    UpscalerData("Lanczos", _PilScaler(LANCZOS), None),
-    UpscalerData("Nearest", _PilScaler(NEAREST), None),
-]
+shared.sd_upscalers[:] = [UpscalerData(name, _PilScaler(resample), None)
+                          for name, resample in (("None", None), ("Lanczos", LANCZOS), ("Nearest", NEAREST))]
 
 
-def image_grid(imgs, batch_size=1, rows=None):
-    # mirrors images.image_grid (fires image_grid callbacks, which may change cols/rows/images)
-    if rows is None:
-        if opts.n_rows > 0:
-            rows = opts.n_rows
-        elif opts.n_rows == 0:
-            rows = batch_size
-        elif opts.grid_prevent_empty_spots:
-            rows = math.floor(math.sqrt(len(imgs)))
-            while len(imgs) % rows != 0:
-                rows -= 1
-        else:
-            rows = round(math.sqrt(len(imgs)))
-    if rows > len(imgs):
-        rows = len(imgs)
-    cols = math.ceil(len(imgs) / rows)
+def image_grid(imgs: list[Image.Image], batch_size: int = 1, rows: int | None = None) -> Image.Image:
+    """images.py ``image_grid``: the images in a grid of cells as large as the largest image (smaller
+    ones centred). Rows: as given, else ``opts.n_rows``, where 0 means one row per batch and -1 a
+    near-square grid (without empty cells with ``opts.grid_prevent_empty_spots``). The image_grid
+    callbacks may change the images, columns and rows."""
+    if rows is None and opts.n_rows >= 0:
+        rows = opts.n_rows or batch_size
+    elif rows is None and opts.grid_prevent_empty_spots:
+        rows = next(count for count in range(math.isqrt(len(imgs)), 0, -1) if len(imgs) % count == 0)
+    elif rows is None:
+        rows = round(math.sqrt(len(imgs)))
+    rows = min(rows, len(imgs))
+    layout = script_callbacks.ImageGridLoopParams(imgs, math.ceil(len(imgs) / rows), rows)
+    script_callbacks.image_grid_callback(layout)
 
-    params = script_callbacks.ImageGridLoopParams(imgs, cols, rows)
-    script_callbacks.image_grid_callback(params)
-
-    w, h = map(max, zip(*(img.size for img in imgs)))
-    grid = Image.new("RGB", size=(params.cols * w, params.rows * h), color=ImageColor.getcolor(opts.grid_background_color, "RGB"))
-    for i, img in enumerate(params.imgs):
-        img_w, img_h = img.size
-        w_offset = 0 if img_w == w else (w - img_w) // 2
-        h_offset = 0 if img_h == h else (h - img_h) // 2
-        grid.paste(img, box=(i % params.cols * w + w_offset, i // params.cols * h + h_offset))
+    cell_w = max(img.width for img in imgs)
+    cell_h = max(img.height for img in imgs)
+    background = ImageColor.getcolor(opts.grid_background_color, "RGB")
+    grid = Image.new("RGB", (layout.cols * cell_w, layout.rows * cell_h), background)
+    for position, img in enumerate(layout.imgs):
+        row, column = divmod(position, layout.cols)
+        grid.paste(img, (column * cell_w + (cell_w - img.width) // 2, row * cell_h + (cell_h - img.height) // 2))
     return grid
 
 
 class GridAnnotation:
-    # mirrors images.GridAnnotation
-    def __init__(self, text="", is_active=True):
+    """images.py ``GridAnnotation``: one legend label; inactive labels are drawn struck through."""
+
+    def __init__(self, text: str = "", is_active: bool = True):
         self.text = text
         self.is_active = is_active
         self.size = None
 
 
 def get_font(fontsize: int):
-    # mirrors images.get_font (see the module docstring)
     try:
         return ImageFont.truetype(opts.font, fontsize)
     except Exception:
         return ImageFont.load_default(size=fontsize)
 
 
-def draw_grid_annotations(im, width, height, hor_texts, ver_texts, margin=0):
-    # mirrors images.draw_grid_annotations: column labels above, row labels to the left (wrapped to the
-    # cell width, shrunk until they fit), cells pasted with ``margin`` pixels between them
-    color_active = ImageColor.getcolor(opts.grid_text_active_color, "RGB")
-    color_inactive = ImageColor.getcolor(opts.grid_text_inactive_color, "RGB")
-    color_background = ImageColor.getcolor(opts.grid_background_color, "RGB")
-
-    def wrap(drawing, text, font, line_length):
-        lines = [""]
-        for word in text.split():
-            line = f"{lines[-1]} {word}".strip()
-            if drawing.textlength(line, font=font) <= line_length:
-                lines[-1] = line
-            else:
-                lines.append(word)
-        return lines
-
-    def text_width(drawing, text, font):
-        bbox = drawing.multiline_textbbox((0, 0), text, font=font)
-        return bbox[2] - bbox[0]
-
-    def draw_texts(drawing, draw_x, draw_y, lines, initial_fnt, initial_fontsize):
-        for line in lines:
-            fnt = initial_fnt
-            fontsize = initial_fontsize
-            while text_width(drawing, line.text, fnt) > line.allowed_width and fontsize > 0:
-                fontsize -= 1
-                fnt = get_font(fontsize)
-            fill = color_active if line.is_active else color_inactive
-            center = (draw_x, draw_y + line.size[1] / 2)
-            drawing.multiline_text(center, line.text, font=fnt, fill=fill, anchor="mm", align="center")
-            if not line.is_active:
-                y = draw_y + line.size[1] // 2
-                drawing.line((draw_x - line.size[0] // 2, y, draw_x + line.size[0] // 2, y), fill=color_inactive, width=4)
-            draw_y += line.size[1] + line_spacing
-
-    fontsize = (width + height) // 25
-    line_spacing = fontsize // 2
-    fnt = get_font(fontsize)
-    pad_left = 0 if sum([sum([len(line.text) for line in lines]) for lines in ver_texts]) == 0 else width * 3 // 4
-
-    cols = im.width // width
-    rows = im.height // height
+def draw_grid_annotations(im: Image.Image, width: int, height: int, hor_texts, ver_texts, margin: int = 0) -> Image.Image:
+    """images.py ``draw_grid_annotations``: the grid ``im`` of width x height cells redrawn with
+    ``margin`` pixels between cells, column labels above and row labels to the left. Labels wrap to
+    their space (the cell width, or three quarters of it on the left) and a font size of
+    (width + height) / 25, shrunk for a word that does not fit."""
+    cols, rows = im.width // width, im.height // height
     assert cols == len(hor_texts), f"bad number of horizontal texts: {len(hor_texts)}; must be {cols}"
     assert rows == len(ver_texts), f"bad number of vertical texts: {len(ver_texts)}; must be {rows}"
+    fontsize = (width + height) // 25
+    spacing = fontsize // 2
+    font = get_font(fontsize)
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    pad_left = width * 3 // 4 if any(label.text for labels in ver_texts for label in labels) else 0
 
-    calc_d = ImageDraw.Draw(Image.new("RGB", (1, 1), color_background))
-    for texts, allowed_width in zip(hor_texts + ver_texts, [width] * len(hor_texts) + [pad_left] * len(ver_texts)):
-        items = [] + texts
-        texts.clear()
-        for line in items:
-            texts += [GridAnnotation(x, line.is_active) for x in wrap(calc_d, line.text, fnt, allowed_width)]
-        for line in texts:
-            bbox = calc_d.multiline_textbbox((0, 0), line.text, font=fnt)
-            line.size = (bbox[2] - bbox[0], bbox[3] - bbox[1])
-            line.allowed_width = allowed_width
+    def text_size(text: str, face) -> tuple[int, int]:
+        left, top, right, bottom = measure.multiline_textbbox((0, 0), text, font=face)
+        return right - left, bottom - top
 
-    hor_text_heights = [sum([line.size[1] + line_spacing for line in lines]) - line_spacing for lines in hor_texts]
-    ver_text_heights = [sum([line.size[1] + line_spacing for line in lines]) - line_spacing * len(lines) for lines in ver_texts]
-    pad_top = 0 if sum(hor_text_heights) == 0 else max(hor_text_heights) + line_spacing * 2
+    def wrapped(labels: list[GridAnnotation], room: int) -> list[GridAnnotation]:
+        lines = []
+        for label in labels:
+            texts = [""]
+            for word in label.text.split():
+                joined = f"{texts[-1]} {word}".strip()
+                if measure.textlength(joined, font=font) <= room:
+                    texts[-1] = joined
+                else:
+                    texts.append(word)
+            lines += [GridAnnotation(text, label.is_active) for text in texts]
+        for line in lines:
+            line.size, line.room = text_size(line.text, font), room
+        return lines
 
-    size = (im.width + pad_left + margin * (cols - 1), im.height + pad_top + margin * (rows - 1))
-    result = Image.new("RGB", size, color_background)
-    for row in range(rows):
-        for col in range(cols):
-            cell = im.crop((width * col, height * row, width * (col + 1), height * (row + 1)))
-            result.paste(cell, (pad_left + (width + margin) * col, pad_top + (height + margin) * row))
+    columns = [wrapped(labels, width) for labels in hor_texts]
+    row_labels = [wrapped(labels, pad_left) for labels in ver_texts]
+    column_heights = [sum(line.size[1] + spacing for line in lines) - spacing for lines in columns]
+    # as in the real function, a row label's height leaves out every line's spacing
+    row_heights = [sum(line.size[1] for line in lines) for lines in row_labels]
+    pad_top = max(column_heights) + spacing * 2 if sum(column_heights) else 0
 
-    d = ImageDraw.Draw(result)
-    for col in range(cols):
-        x = pad_left + (width + margin) * col + width / 2
-        y = pad_top / 2 - hor_text_heights[col] / 2
-        draw_texts(d, x, y, hor_texts[col], fnt, fontsize)
-    for row in range(rows):
-        x = pad_left / 2
-        y = pad_top + (height + margin) * row + height / 2 - ver_text_heights[row] / 2
-        draw_texts(d, x, y, ver_texts[row], fnt, fontsize)
+    background = ImageColor.getcolor(opts.grid_background_color, "RGB")
+    result = Image.new("RGB", (im.width + pad_left + margin * (cols - 1), im.height + pad_top + margin * (rows - 1)), background)
+    for position in range(rows * cols):
+        row, column = divmod(position, cols)
+        left, top = column * width, row * height
+        cell = im.crop((left, top, left + width, top + height))
+        result.paste(cell, (pad_left + left + margin * column, pad_top + top + margin * row))
+
+    draw = ImageDraw.Draw(result)
+    colours = {True: ImageColor.getcolor(opts.grid_text_active_color, "RGB"),
+               False: ImageColor.getcolor(opts.grid_text_inactive_color, "RGB")}
+
+    def draw_lines(lines: list[GridAnnotation], x: float, y: float) -> None:
+        for line in lines:
+            size, line_font = fontsize, font
+            while size > 0 and text_size(line.text, line_font)[0] > line.room:
+                size -= 1
+                line_font = get_font(size)
+            middle = y + line.size[1] / 2
+            draw.multiline_text((x, middle), line.text, font=line_font, fill=colours[line.is_active], anchor="mm", align="center")
+            if not line.is_active:
+                half = line.size[0] // 2
+                draw.line((x - half, y + line.size[1] // 2, x + half, y + line.size[1] // 2), fill=colours[False], width=4)
+            y += line.size[1] + spacing
+
+    for column, lines in enumerate(columns):
+        draw_lines(lines, pad_left + (width + margin) * column + width / 2, pad_top / 2 - column_heights[column] / 2)
+    for row, lines in enumerate(row_labels):
+        draw_lines(lines, pad_left / 2, pad_top + (height + margin) * row + height / 2 - row_heights[row] / 2)
     return result
 
 
-def resize_image(resize_mode, im, width, height, upscaler_name=None):
-    # mirrors images.resize_image: 0 = stretch, 1 = crop to fill, 2 = fit and fill the borders
+def resize_image(resize_mode: int, im: Image.Image, width: int, height: int, upscaler_name: str | None = None) -> Image.Image:
+    """images.py ``resize_image``: 0 stretches to width x height; 1 scales to cover and crops the
+    centre; 2 scales to fit and fills the two empty bands by stretching the image's edge rows or
+    columns. Enlarging goes through the named upscaler (default ``opts.upscaler_for_img2img``) before
+    the final Lanczos resize; masks ("L" images) and "None" use Lanczos only."""
     upscaler_name = upscaler_name or opts.upscaler_for_img2img
 
-    def resize(im, w, h):
-        if upscaler_name is None or upscaler_name == "None" or im.mode == "L":
-            return im.resize((w, h), resample=LANCZOS)
-        scale = max(w / im.width, h / im.height)
+    def resized(image: Image.Image, w: int, h: int) -> Image.Image:
+        if upscaler_name in (None, "None") or image.mode == "L":
+            return image.resize((w, h), resample=LANCZOS)
+        scale = max(w / image.width, h / image.height)
         if scale > 1.0:
-            upscalers = [x for x in shared.sd_upscalers if x.name == upscaler_name]
-            if not upscalers:
-                upscaler = shared.sd_upscalers[0]
-                print(f"could not find upscaler named {upscaler_name or '<empty string>'}, using {upscaler.name} as a fallback")
-            else:
-                upscaler = upscalers[0]
-            im = upscaler.scaler.upscale(im, scale, upscaler.data_path)
-        if im.width != w or im.height != h:
-            im = im.resize((w, h), resample=LANCZOS)
-        return im
+            upscaler = next((x for x in shared.sd_upscalers if x.name == upscaler_name), shared.sd_upscalers[0])
+            image = upscaler.scaler.upscale(image, scale, upscaler.data_path)
+        return image if image.size == (w, h) else image.resize((w, h), resample=LANCZOS)
 
     if resize_mode == 0:
-        return resize(im, width, height)
-
-    ratio = width / height
-    src_ratio = im.width / im.height
-    if resize_mode == 1:
-        src_w = width if ratio > src_ratio else im.width * height // im.height
-        src_h = height if ratio <= src_ratio else im.height * width // im.width
-        resized = resize(im, src_w, src_h)
-        res = Image.new("RGB", (width, height))
-        res.paste(resized, box=(width // 2 - src_w // 2, height // 2 - src_h // 2))
-        return res
-
-    src_w = width if ratio < src_ratio else im.width * height // im.height
-    src_h = height if ratio >= src_ratio else im.height * width // im.width
-    resized = resize(im, src_w, src_h)
-    res = Image.new("RGB", (width, height))
-    res.paste(resized, box=(width // 2 - src_w // 2, height // 2 - src_h // 2))
-    if ratio < src_ratio:
-        fill_height = height // 2 - src_h // 2
-        if fill_height > 0:
-            res.paste(resized.resize((width, fill_height), box=(0, 0, width, 0)), box=(0, 0))
-            res.paste(
-                resized.resize((width, fill_height), box=(0, resized.height, width, resized.height)), box=(0, fill_height + src_h)
-            )
-    elif ratio > src_ratio:
-        fill_width = width // 2 - src_w // 2
-        if fill_width > 0:
-            res.paste(resized.resize((fill_width, height), box=(0, 0, 0, height)), box=(0, 0))
-            res.paste(
-                resized.resize((fill_width, height), box=(resized.width, 0, resized.width, height)), box=(fill_width + src_w, 0)
-            )
-    return res
+        return resized(im, width, height)
+    target, source = width / height, im.width / im.height
+    # the image's width becomes the target's when covering (1) a relatively wider target, or when
+    # fitting (2) a relatively wider image
+    match_width = target > source if resize_mode == 1 else target < source
+    src_w, src_h = (width, im.height * width // im.width) if match_width else (im.width * height // im.height, height)
+    content = resized(im, src_w, src_h)
+    result = Image.new("RGB", (width, height))
+    result.paste(content, (width // 2 - src_w // 2, height // 2 - src_h // 2))
+    if resize_mode == 1 or target == source:
+        return result
+    if match_width:  # empty bands above and below
+        band = height // 2 - src_h // 2
+        if band > 0:
+            result.paste(content.resize((width, band), box=(0, 0, width, 0)), (0, 0))
+            result.paste(content.resize((width, band), box=(0, content.height, width, content.height)), (0, band + src_h))
+    else:  # empty bands left and right
+        band = width // 2 - src_w // 2
+        if band > 0:
+            result.paste(content.resize((band, height), box=(0, 0, 0, height)), (0, 0))
+            result.paste(content.resize((band, height), box=(content.width, 0, content.width, height)), (band + src_w, 0))
+    return result
 
 
-def flatten(img, bgcolor):
-    # mirrors images.flatten: transparency replaced by bgcolor
+def flatten(img: Image.Image, bgcolor) -> Image.Image:
+    """images.py ``flatten``: transparency replaced by ``bgcolor``, as RGB."""
     if img.mode == "RGBA":
         background = Image.new("RGBA", img.size, bgcolor)
         background.paste(img, mask=img)
@@ -234,8 +208,9 @@ def flatten(img, bgcolor):
     return img.convert("RGB")
 
 
-def fix_image(image):
-    # mirrors images.fix_image
+def fix_image(image: Image.Image | None) -> Image.Image | None:
+    """images.py ``fix_image``: EXIF orientation applied; palette/RGB images with a transparency colour
+    become RGBA."""
     if image is None:
         return None
     try:
@@ -247,47 +222,28 @@ def fix_image(image):
     return image
 
 
-def read(fp, **kwargs):
+def read(fp, **kwargs) -> Image.Image:
     return fix_image(Image.open(fp, **kwargs))
 
 
-def get_next_sequence_number(path, basename):
-    # mirrors images.get_next_sequence_number: one more than the largest number that starts a file
-    # name in ``path`` (after "basename-"), 0 for none
-    result = -1
-    prefix = f"{basename}-" if basename != "" else ""
+def get_next_sequence_number(path: str, basename: str) -> int:
+    """images.py ``get_next_sequence_number``: one more than the largest number that starts a file name
+    in ``path`` (after "basename-" when a basename is given); 0 when there is none."""
+    prefix = f"{basename}-" if basename else ""
+    numbers = [-1]
     for name in os.listdir(path):
         if name.startswith(prefix):
-            first = os.path.splitext(name[len(prefix):])[0].split("-")[0]
-            try:
-                result = max(int(first), result)
-            except ValueError:
-                pass
-    return result + 1
+            with contextlib.suppress(ValueError):
+                numbers.append(int(os.path.splitext(name[len(prefix):])[0].split("-")[0]))
+    return max(numbers) + 1
 
 
-def save_image(
-    image,
-    path,
-    basename,
-    seed=None,
-    prompt=None,
-    extension="png",
-    info=None,
-    short_filename=False,
-    no_prompt=False,
-    grid=False,
-    pnginfo_section_name="parameters",
-    p=None,
-    existing_info=None,
-    forced_filename=None,
-    suffix="",
-    save_to_dirs=None,
-):
-    # mirrors images.save_image's callbacks, simplified: nothing is written to disk
-    params = script_callbacks.ImageSaveParams(
-        image, p, f"{basename}{suffix}.{extension}", {pnginfo_section_name: info} if info else {}
-    )
+def save_image(image, path, basename, seed=None, prompt=None, extension="png", info=None, *, p=None, suffix="", grid=False,
+               pnginfo_section_name="parameters", **unused):
+    """images.py ``save_image`` without the writing (see the module docstring): the callbacks get the
+    image, ``p``, a file name and the PNG info; returns (file name, None)."""
+    pnginfo = {pnginfo_section_name: info} if info else {}
+    params = script_callbacks.ImageSaveParams(image, p, f"{basename}{suffix}.{extension}", pnginfo)
     script_callbacks.before_image_saved_callback(params)
     saved_images.append((params.image, info, dict(path=path, seed=seed, prompt=prompt, grid=grid, suffix=suffix, p=p)))
     script_callbacks.image_saved_callback(params)

@@ -1,139 +1,70 @@
-"""Mirrors modules/img2img.py img2img (the Generate button's function of the img2img tab).
+"""Stand-in for ``modules/img2img.py`` of the WebUI v1.10.1: what the img2img tab's Generate button runs.
 
-Simplified: batch mode (mode 5, directories/uploads) raises NotImplementedError; images are PIL
-images (or dicts with "image"/"mask" for the inpaint editor) as gradio would pass them.
+Simplified: the inpaint-sketch mode (3) and batch mode (5) raise NotImplementedError. Images are PIL
+images, or {"image", "mask"} for the inpaint editor, as gradio passes them.
 Stand-in addition: ``last_processed`` holds the Processed of the last call."""
 
-import numpy as np
-from PIL import Image, ImageEnhance, ImageFilter
+from __future__ import annotations
 
-import modules.scripts
-import modules.shared as shared
-from modules import images, processing
+from modules import images, processing, scripts
 from modules.infotext_utils import create_override_settings_dict
-from modules.processing import Processed, StableDiffusionProcessingImg2Img, process_images  # noqa: F401
 from modules.shared import opts
-from modules.txt2img import generation_outputs, run_script_or_process_images
+from modules.txt2img import generation_outputs, run_generation
 
 last_processed = None
 
+# The tab's inputs ahead of the script inputs, in the order the UI sends them (modules/ui.py).
+UI_FIELDS = (
+    "mode prompt negative_prompt styles init_img sketch init_img_with_mask inpaint_color_sketch "
+    "inpaint_color_sketch_orig init_img_inpaint init_mask_inpaint mask_blur mask_alpha inpainting_fill n_iter "
+    "batch_size cfg_scale image_cfg_scale denoising_strength selected_scale_tab height width scale_by resize_mode "
+    "inpaint_full_res inpaint_full_res_padding inpainting_mask_invert img2img_batch_input_dir img2img_batch_output_dir "
+    "img2img_batch_inpaint_mask_dir override_settings_texts img2img_batch_use_png_info img2img_batch_png_info_props "
+    "img2img_batch_png_info_dir img2img_batch_source_type img2img_batch_upload"
+).split()
 
-def img2img(
-    id_task: str,
-    request,
-    mode: int,
-    prompt: str,
-    negative_prompt: str,
-    prompt_styles,
-    init_img,
-    sketch,
-    init_img_with_mask,
-    inpaint_color_sketch,
-    inpaint_color_sketch_orig,
-    init_img_inpaint,
-    init_mask_inpaint,
-    mask_blur: int,
-    mask_alpha: float,
-    inpainting_fill: int,
-    n_iter: int,
-    batch_size: int,
-    cfg_scale: float,
-    image_cfg_scale: float,
-    denoising_strength: float,
-    selected_scale_tab: int,
-    height: int,
-    width: int,
-    scale_by: float,
-    resize_mode: int,
-    inpaint_full_res: bool,
-    inpaint_full_res_padding: int,
-    inpainting_mask_invert: int,
-    img2img_batch_input_dir: str,
-    img2img_batch_output_dir: str,
-    img2img_batch_inpaint_mask_dir: str,
-    override_settings_texts,
-    img2img_batch_use_png_info: bool,
-    img2img_batch_png_info_props: list,
-    img2img_batch_png_info_dir: str,
-    img2img_batch_source_type: str,
-    img2img_batch_upload: list,
-    *args,
-):
-    # mirrors img2img.img2img: picks image/mask by mode (0 img2img, 1 sketch, 2 inpaint, 3 inpaint sketch,
-    # 4 inpaint upload), builds p, runs the selected script or process_images inside closing(p)
+# the inputs that become processing fields of the same name
+_PROCESSING_FIELDS = (
+    "prompt negative_prompt styles n_iter batch_size cfg_scale image_cfg_scale denoising_strength height width "
+    "resize_mode mask_blur inpainting_fill inpaint_full_res inpaint_full_res_padding inpainting_mask_invert"
+).split()
+
+
+def _picture_and_mask(values: dict):
+    """The init image and mask of the selected mode: 0 img2img, 1 sketch, 2 inpaint (the editor's
+    strokes as a binary mask), 4 inpaint upload."""
+    mode = values["mode"]
+    if mode in (3, 5):
+        raise NotImplementedError(f"stand-in: img2img mode {mode} (inpaint sketch / batch) is not implemented")
+    if mode == 2:
+        editor = values["init_img_with_mask"]
+        return editor["image"], processing.create_binary_mask(editor["mask"])
+    inputs = {0: ("init_img", None), 1: ("sketch", None), 4: ("init_img_inpaint", "init_mask_inpaint")}
+    picture, mask = inputs.get(mode, (None, None))
+    return values.get(picture), values.get(mask)
+
+
+def img2img(id_task: str, request, *args):
+    """img2img.py ``img2img``: ``p`` from the tab's values, then the selected script's ``run()`` or
+    ``process_images``, with ``p.close()`` afterwards."""
     global last_processed
-    override_settings = create_override_settings_dict(override_settings_texts)
+    values = dict(zip(UI_FIELDS, args))
+    picture, mask = (images.fix_image(item) for item in _picture_and_mask(values))
+    if values["selected_scale_tab"] == 1:  # "Scale by" instead of a size
+        assert picture, "Can't scale by because no image is selected"
+        values["width"], values["height"] = int(picture.width * values["scale_by"]), int(picture.height * values["scale_by"])
+    assert 0.0 <= values["denoising_strength"] <= 1.0, "can only work with strength in [0.0, 1.0]"
 
-    is_batch = mode == 5
-    if is_batch:
-        raise NotImplementedError("stand-in: img2img batch mode is not implemented")
-
-    if mode == 0:
-        image = init_img
-        mask = None
-    elif mode == 1:
-        image = sketch
-        mask = None
-    elif mode == 2:
-        image, mask = init_img_with_mask["image"], init_img_with_mask["mask"]
-        mask = processing.create_binary_mask(mask)
-    elif mode == 3:
-        image = inpaint_color_sketch
-        orig = inpaint_color_sketch_orig or inpaint_color_sketch
-        pred = np.any(np.array(image) != np.array(orig), axis=-1)
-        mask = Image.fromarray(pred.astype(np.uint8) * 255, "L")
-        mask = ImageEnhance.Brightness(mask).enhance(1 - mask_alpha / 100)
-        blur = ImageFilter.GaussianBlur(mask_blur)
-        image = Image.composite(image.filter(blur), orig, mask.filter(blur))
-    elif mode == 4:
-        image = init_img_inpaint
-        mask = init_mask_inpaint
-    else:
-        image = None
-        mask = None
-
-    image = images.fix_image(image)
-    mask = images.fix_image(mask)
-
-    if selected_scale_tab == 1 and not is_batch:
-        assert image, "Can't scale by because no image is selected"
-        width = int(image.width * scale_by)
-        height = int(image.height * scale_by)
-
-    assert 0.0 <= denoising_strength <= 1.0, "can only work with strength in [0.0, 1.0]"
-
-    p = StableDiffusionProcessingImg2Img(
-        sd_model=shared.sd_model,
+    p = processing.StableDiffusionProcessingImg2Img(
         outpath_samples=opts.outdir_samples or opts.outdir_img2img_samples,
         outpath_grids=opts.outdir_grids or opts.outdir_img2img_grids,
-        prompt=prompt,
-        negative_prompt=negative_prompt,
-        styles=prompt_styles,
-        batch_size=batch_size,
-        n_iter=n_iter,
-        cfg_scale=cfg_scale,
-        width=width,
-        height=height,
-        init_images=[image],
+        init_images=[picture],
         mask=mask,
-        mask_blur=mask_blur,
-        inpainting_fill=inpainting_fill,
-        resize_mode=resize_mode,
-        denoising_strength=denoising_strength,
-        image_cfg_scale=image_cfg_scale,
-        inpaint_full_res=inpaint_full_res,
-        inpaint_full_res_padding=inpaint_full_res_padding,
-        inpainting_mask_invert=inpainting_mask_invert,
-        override_settings=override_settings,
+        override_settings=create_override_settings_dict(values["override_settings_texts"]),
+        **{name: values[name] for name in _PROCESSING_FIELDS},
     )
-
-    p.scripts = modules.scripts.scripts_img2img
-    p.script_args = args
-
+    p.scripts = scripts.scripts_img2img
+    p.script_args = args[len(UI_FIELDS):]
     p.user = getattr(request, "username", None)
-
-    if shared.opts.enable_console_prompts:
-        print(f"\nimg2img: {prompt}", file=shared.progress_print_out)
-
-    last_processed = run_script_or_process_images(p, modules.scripts.scripts_img2img, args)
+    last_processed = run_generation(p, scripts.scripts_img2img)
     return generation_outputs(last_processed)

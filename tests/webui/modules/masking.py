@@ -1,77 +1,61 @@
-"""Mirrors modules/masking.py: crop regions of inpainting masks and the "fill" masked-content mode."""
+"""Stand-in for ``modules/masking.py`` of the WebUI v1.10.1: the "only masked" crop box of an
+inpainting mask and the "fill" masked-content mode; plus ``masked_out``, the masked-out copy of an
+image that both the fill and img2img's inpainting overlay (modules/processing.py) start from."""
+
+from __future__ import annotations
 
 from PIL import Image, ImageFilter, ImageOps
 
 
-def get_crop_region_v2(mask, pad=0):
-    # mirrors masking.get_crop_region_v2: bounding box of the non-zero mask, padded; None if empty
+def get_crop_region_v2(mask, pad: int = 0) -> tuple[int, int, int, int] | None:
+    """masking.py ``get_crop_region_v2``: the bounding box of the mask's non-zero pixels grown by
+    ``pad`` on every side (kept inside the mask), or None for an empty mask."""
     mask = mask if isinstance(mask, Image.Image) else Image.fromarray(mask)
     box = mask.getbbox()
-    if not box:
-        return None
-    if not pad:
+    if not box or not pad:
         return box
-    x1, y1, x2, y2 = box
-    return max(x1 - pad, 0), max(y1 - pad, 0), min(x2 + pad, mask.size[0]), min(y2 + pad, mask.size[1])
+    left, top, right, bottom = box
+    return max(left - pad, 0), max(top - pad, 0), min(right + pad, mask.width), min(bottom + pad, mask.height)
 
 
-def get_crop_region(mask, pad=0):
-    # mirrors masking.get_crop_region (an empty mask gives an inverted box)
-    mask = mask if isinstance(mask, Image.Image) else Image.fromarray(mask)
-    box = get_crop_region_v2(mask, pad)
-    if box:
-        return box
-    x1, y1 = mask.size
-    x2 = y2 = 0
-    return max(x1 - pad, 0), max(y1 - pad, 0), min(x2 + pad, mask.size[0]), min(y2 + pad, mask.size[1])
+def _widen(start: int, end: int, extra: int, limit: int) -> tuple[int, int]:
+    """[start, end) grown by ``extra`` (half on each side, the odd pixel after), then pushed back
+    inside [0, limit) and clipped to it if still too long."""
+    start, end = start - extra // 2, end + extra - extra // 2
+    overflow = max(end - limit, 0)
+    start, end = start - overflow, end - overflow
+    if start < 0:
+        start, end = 0, end - start
+    return start, min(end, limit)
 
 
 def expand_crop_region(crop_region, processing_width, processing_height, image_width, image_height):
-    # mirrors masking.expand_crop_region: grows the box to the processing aspect ratio, kept inside the image
-    x1, y1, x2, y2 = crop_region
-    ratio_crop_region = (x2 - x1) / (y2 - y1)
-    ratio_processing = processing_width / processing_height
-
-    if ratio_crop_region > ratio_processing:
-        desired_height = (x2 - x1) / ratio_processing
-        diff = int(desired_height - (y2 - y1))
-        y1 -= diff // 2
-        y2 += diff - diff // 2
-        if y2 >= image_height:
-            overflow = y2 - image_height
-            y2 -= overflow
-            y1 -= overflow
-        if y1 < 0:
-            y2 -= y1
-            y1 -= y1
-        if y2 >= image_height:
-            y2 = image_height
+    """masking.py ``expand_crop_region``: the box grown along one axis to the processing size's aspect
+    ratio, so that the crop scales to the processing size without distortion."""
+    left, top, right, bottom = crop_region
+    aspect = processing_width / processing_height
+    if (right - left) / (bottom - top) > aspect:
+        top, bottom = _widen(top, bottom, int((right - left) / aspect - (bottom - top)), image_height)
     else:
-        desired_width = (y2 - y1) * ratio_processing
-        diff = int(desired_width - (x2 - x1))
-        x1 -= diff // 2
-        x2 += diff - diff // 2
-        if x2 >= image_width:
-            overflow = x2 - image_width
-            x2 -= overflow
-            x1 -= overflow
-        if x1 < 0:
-            x2 -= x1
-            x1 -= x1
-        if x2 >= image_width:
-            x2 = image_width
-
-    return x1, y1, x2, y2
+        left, right = _widen(left, right, int((bottom - top) * aspect - (right - left)), image_width)
+    return left, top, right, bottom
 
 
-def fill(image, mask):
-    # mirrors masking.fill: fills the masked area from progressively less blurred copies of the rest
-    image_mod = Image.new("RGBA", (image.width, image.height))
-    image_masked = Image.new("RGBa", (image.width, image.height))
-    image_masked.paste(image.convert("RGBA").convert("RGBa"), mask=ImageOps.invert(mask.convert("L")))
-    image_masked = image_masked.convert("RGBa")
-    for radius, repeats in [(256, 1), (64, 1), (16, 2), (4, 4), (2, 2), (0, 1)]:
-        blurred = image_masked.filter(ImageFilter.GaussianBlur(radius)).convert("RGBA")
-        for _ in range(repeats):
-            image_mod.alpha_composite(blurred)
-    return image_mod.convert("RGB")
+def masked_out(image: Image.Image, mask: Image.Image) -> Image.Image:
+    """The image where the mask is dark, transparent where it is bright (premultiplied "RGBa")."""
+    result = Image.new("RGBa", image.size)
+    result.paste(image.convert("RGBA").convert("RGBa"), mask=ImageOps.invert(mask.convert("L")))
+    return result
+
+
+def fill(image: Image.Image, mask: Image.Image) -> Image.Image:
+    """masking.py ``fill``: the masked area painted with the surrounding colours, by stacking ever
+    sharper blurs of the unmasked part (256, 64, 16 twice, 4 four times, 2 twice, then unblurred)."""
+    unmasked = masked_out(image, mask)
+    result = Image.new("RGBA", image.size)
+    blurs: dict[int, Image.Image] = {}
+    for radius in (256, 64, 16, 16, 4, 4, 4, 4, 2, 2, 0):
+        if radius not in blurs:
+            blurs[radius] = unmasked.filter(ImageFilter.GaussianBlur(radius)).convert("RGBA")
+        result.alpha_composite(blurs[radius])
+    return result.convert("RGB")
