@@ -111,29 +111,29 @@ class WebUIHost:
       "None" = the WebUI's default einsum forward with hypernetwork support).
     - nowebui: start as ``--nowebui`` does (webui.py ``api_only``): API only, built before the
       before_ui callbacks run.
+    - cmd_options: command-line flags to start with (``{"hide_ui_dir_config": True}`` for
+      ``--hide-ui-dir-config``), restored at teardown.
     """
 
     def __init__(
         self, unet, extension_dir=None, *, model_name="tiny-sd15", api=True, options=None, optimization="sdp",
-        nowebui=False,
+        nowebui=False, cmd_options=None,
     ):
         global _active_host
         if _active_host is not None:
             raise RuntimeError("another WebUIHost is still active; call teardown() first")
         _active_host = self
 
+        # what the host was started with, then what it builds while it runs
         self.extension_dir = os.path.realpath(extension_dir) if extension_dir else None
-        self.use_api = api
-        self.nowebui = nowebui
-        self.optimization = optimization
-        self.api = None
-        self.demo = None
-        self.app = None
-        self._interrupt_plan = []
+        self.use_api, self.nowebui, self.optimization = api, nowebui, optimization
+        self.api = self.demo = self.app = None
+        self._interrupt_plan, self._sd_unet_options = [], []
         self._checkpoints = {}
-        self._sd_unet_options = []
 
         self._snapshot()
+        for flag, value in (cmd_options or {}).items():
+            setattr(shared.cmd_opts, flag, value)
         try:
             gradio_extensons.install()
             sd_schedulers.install()
