@@ -5,6 +5,7 @@
         enabled: "Pair the batch: the first half are sources, the second half targets that keep their source's subject and textures.",
         source_prompt: "Prompt of the source images (the first half of the batch). Empty: the main prompt.",
         mode: "mutual: targets read only their source's features (the paper). union: their source's and their own.",
+        strength: "How much of the source the targets take in the controlled steps and layers: 1 the full control (the paper), 0 none, 0.5 half their source's attention and half their own.",
         start_step: "First sampling step (counted from 0) with control. Earlier steps let the target find its own layout.",
         end_step: "Control stops before this step. Values past the last step mean: until the end.",
         start_layer: "First U-Net transformer layer with control. -1: the model's default (10 of 16 on SD1/SD2, 44 of 70 on SDXL).",

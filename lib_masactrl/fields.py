@@ -89,6 +89,7 @@ class ScriptArgs:
     control_maps_unit: int = 1
     animation: str = Animation.WEBP.value
     fps: int = 8
+    strength: float = 1.0
 
     @property
     def target_prompt_lines(self) -> Tuple[str, ...]:
@@ -115,6 +116,7 @@ class ScriptArgs:
             mask_words=self.mask_words if self.mask_mode == MaskMode.WORDS else "",
             mask_target_words=self.mask_target_words if self.mask_mode == MaskMode.WORDS else "",
             mask_threshold=self.mask_threshold,
+            strength=self.strength,
         )
 
     @property
@@ -198,6 +200,7 @@ FIELDS: Tuple[Field, ...] = (
     Field("control_maps_unit", "ControlNet unit for the maps", "MasaCtrl control maps unit"),
     Field("animation", "Animation", "MasaCtrl animation"),
     Field("fps", "Frames per second", "MasaCtrl fps"),
+    Field("strength", "Strength", "MasaCtrl strength"),
 )
 """The img2img-only fields (invert ... show reconstruction, follow inversion) exist on both tabs,
 hidden in txt2img, so that the API's positional order is the same everywhere. New fields go at
@@ -345,6 +348,7 @@ def parse_args(args: Union[Sequence[Any], Mapping[str, Any]]) -> ScriptArgs:
         control_maps_unit=_as_int("ControlNet unit for the maps", values["control_maps_unit"], 1, MAX_CONTROLNET_UNITS),
         animation=Animation.parse(values["animation"]).value,
         fps=_as_int("frames per second", values["fps"], 1, MAX_FPS),
+        strength=_as_float("strength", values["strength"], 0.0, 1.0),
     )
     parsed.controlnet_assignments()
     if parsed.mask_mode == MaskMode.WORDS and not parsed.mask_words.strip():

@@ -115,6 +115,9 @@ class MasaCtrlSettings:
     """Subject words of the target prompt; empty means the same as ``mask_words``."""
     mask_threshold: float = DEFAULT_MASK_THRESHOLD
     """Min-max normalised cross-attention maps at or above this are foreground."""
+    strength: float = 1.0
+    """How much of the source a controlled target takes, from 0 (none: its own self-attention)
+    to 1 (the paper's control); in between, the blend of :func:`~lib_masactrl.attention.strength_blend`."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mode", Mode.parse(self.mode))
@@ -147,6 +150,10 @@ class MasaCtrlSettings:
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
             raise SettingsError(f"mask threshold must be a number from 0 to 1, got {threshold!r}")
         object.__setattr__(self, "mask_threshold", float(threshold))
+        strength = self.strength
+        if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0 <= strength <= 1:
+            raise SettingsError(f"strength must be a number from 0 to 1, got {strength!r}")
+        object.__setattr__(self, "strength", float(strength))
         if self.mode is not Mode.MUTUAL and (self.source_words or self.target_words):
             raise SettingsError(f"subject masks work with the mutual mode only, not with the {self.mode.value} mode")
 

@@ -700,3 +700,31 @@ def test_control_maps_without_controlnet_stop_with_a_message(unet):
     finally:
         host.teardown()
     assert "control maps need the ControlNet extension" in str(error.value)
+
+
+# --- 9. strength ----------------------------------------------------------------------------
+
+
+def test_strength_blends_the_targets_and_the_units_stay_on_them(host, models):
+    from lib_masactrl.fields import FIELD_NAMES
+
+    def with_strength(value):
+        args = sequence_args(layout="pairs")
+        args[FIELD_NAMES.index("strength")] = value
+        return args
+
+    units = [unit(models.cn, 0)]
+    count = len(controlnet_script(host).networks)
+    half = generate(host, with_strength(0.5), units)
+    network = last_network(host, count)
+    full = generate(host, with_strength(1.0), units)
+    none = generate(host, with_strength(0.0), units)
+    uncontrolled = generate(host, masactrl(start_step=STEPS), units)
+    for call in network.residual_log:
+        assert reached_rows(call[0]) == TARGET_ROWS
+    for result in (half, full, none):
+        assert torch.equal(result.standin_latents[0], uncontrolled.standin_latents[0])
+    assert torch.equal(none.standin_latents[1], uncontrolled.standin_latents[1])
+    distance = [float((result.standin_latents[1] - uncontrolled.standin_latents[1]).abs().mean()) for result in (half, full)]
+    assert 0 < distance[0] < distance[1]
+    assert "MasaCtrl: " not in half.comments + none.comments

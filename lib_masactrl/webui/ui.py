@@ -85,6 +85,7 @@ def build(elem_id: ElemId, is_img2img: bool) -> Accordion:
         )
         with gr.Row():
             ui.choice("mode", Mode)
+            ui.control(gr.Slider, "strength", minimum=0.0, maximum=1.0, step=0.05)
             ui.control(gr.Checkbox, "hires", visible=not is_img2img)
         with gr.Row():
             ui.control(gr.Slider, "start_step", minimum=0, maximum=MAX_STEPS - 1, step=1)

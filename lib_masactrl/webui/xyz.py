@@ -46,6 +46,7 @@ def register_axes() -> None:
         xyz.AxisOption(f"{PREFIX}Start step", int, _override("start_step")),
         xyz.AxisOption(f"{PREFIX}Start layer", int, _override("start_layer")),
         xyz.AxisOption(f"{PREFIX}Mode", str, _override("mode"), choices=lambda: [m.value for m in Mode]),
+        xyz.AxisOption(f"{PREFIX}Strength", float, _override("strength")),
     ])
 
 
