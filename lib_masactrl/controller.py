@@ -303,6 +303,12 @@ class MasaCtrlController:
             )
             return None
         if not isinstance(x, torch.Tensor) or x.dim() != 3:
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            self.layer_note(
+                "hidden-state", layer,
+                f"{{layers}} self-attention received hidden states of shape {shape} where (rows, tokens, "
+                "channels) was expected (another extension changes the attention's input); {that} ran without MasaCtrl",
+            )
             return None
         if x.shape[0] != plan.size or (context is not None and context.shape[0] != plan.size):
             self.layer_note(
