@@ -263,9 +263,9 @@ def _pair(p: Any, session: GenerationSession, inverting: bool) -> None:
 
 def _load_maps(p: Any, session: GenerationSession, batch_size: int) -> Any:
     """Read and check the control maps once for the generation."""
+    maps = controlnet.load_maps(session.args, from_api=is_api(p))
     if controlnet.script_of(p) is None:
         raise SettingsError("control maps need the ControlNet extension, which is not installed")
-    maps = controlnet.load_maps(session.args, from_api=is_api(p))
     note = controlnet.check_map_count(maps, session.pairing, p.n_iter * batch_size)
     if note:
         session.note(note)
