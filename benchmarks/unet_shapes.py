@@ -1,7 +1,7 @@
 """U-Nets for the benchmarks, with random weights: the tests' tiny ones, or SD1.5's and SDXL's
 full-size transformer layouts (860M and about 2.6B parameters) for measuring on a GPU.
 
-    --unet tiny | small | sd15 | sdxl     --device cpu | cuda | ...     --dtype float32 | float16 | bfloat16
+    --unet tiny | tiny-sdxl | small | sd15 | sdxl     --device cpu | cuda | ...     --dtype float32 | float16 | bfloat16
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ KINDS = {
     "small": (_small, 768),
     "sd15": (lambda: sd15_unet(seed=0, model_channels=320), 768),
     "sdxl": (lambda: sdxl_unet(seed=0, model_channels=320), 2048),
+    "tiny-sdxl": (lambda: sdxl_unet(seed=0), 2048),
 }
 
 

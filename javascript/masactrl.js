@@ -1,11 +1,12 @@
-// Tooltips for the MasaCtrl accordion, attached by element id once the UI exists, and the layer
-// sliders kept to the loaded model's range when the checkpoint changes.
+// Tooltips for the MasaCtrl accordion, attached by element id once the UI exists and following the
+// layout, and the layer sliders kept to the loaded model's range when the checkpoint changes.
 (function () {
     const tooltips = {
         enabled: "Pair the batch: the first half are sources, the second half targets that keep their source's subject and textures.",
         source_prompt: "Prompt of the source images (the first half of the batch). Empty: the main prompt.",
         mode: "mutual: targets read only their source's features (the paper). union: their source's and their own.",
-        start_step: "First sampling step (counted from 0) with control. Earlier steps let the target find its own layout.",
+        strength: "How much of the source the targets take in the controlled steps and layers: 1 the full control (the paper), 0 none, 0.5 half their source's attention and half their own.",
+        start_step: "First sampling step (counted from 0) with control; -1: about 8% of the steps (4 of 50, as the paper; 0 at 4-6 steps). Earlier steps let the target find its own layout.",
         end_step: "Control stops before this step. Values past the last step mean: until the end.",
         start_layer: "First U-Net transformer layer with control. -1: the model's default (10 of 16 on SD1/SD2, 44 of 70 on SDXL).",
         end_layer: "Control stops before this layer. Values past the last layer mean: through the last layer.",
@@ -26,28 +27,49 @@
         layout: "pairs: the first half of the batch are sources, each with one target. one source: image 1 is the source of every other image, and every batch repeats it, so all targets share one character.",
         target_prompts: "One prompt per target, in order over all batches, or one line for all targets. Empty: the main prompt.",
         show_every_source: "With one source: show and save the source in every batch, not only in the first.",
-        control_maps: "Already preprocessed control maps (pose, depth, canny...), one per target in order; they replace the image of the ControlNet unit chosen below, which keeps its weight, guidance and control mode.",
+        control_maps: "Already preprocessed control maps (pose, depth, canny...), one per target in order; they replace the image of the ControlNet unit chosen beside them, which keeps its weight, guidance and control mode.",
         control_maps_folder: "A folder of control maps instead of uploads, taken in file name order (for the API and long sequences).",
         control_maps_unit: "Which enabled ControlNet unit the maps go to, counted from 1 in tab order.",
         animation: "With one source: put the targets together in an animated file, added to the gallery and saved beside the images.",
         fps: "Frames per second of the animation.",
+    };
+    // Where a control means something else with one source.
+    const oneSourceTooltips = {
+        enabled: "Pair the batch: image 1 is the source, every other image a target that keeps its subject and textures.",
+        source_prompt: "Prompt of the source image (image 1 of every batch). Empty: the main prompt.",
     };
     // Where a control means something else on img2img.
     const img2imgTooltips = {
         source_prompt: "Prompt of the source images. With 'Invert the init image' on: what the init image shows, used to invert and reconstruct it; empty: no prompt (the paper). With it off: empty means the main prompt.",
     };
 
+    // The titles this script set, so that a layout change replaces them but no other title.
+    const ours = new Map();
+
+    function texts(tab, layout) {
+        const layoutTexts = layout === "one source" ? oneSourceTooltips : {};
+        return tab === "img2img" ? {...tooltips, ...layoutTexts, ...img2imgTooltips} : {...tooltips, ...layoutTexts};
+    }
+
+    function setTitles(tab, layout) {
+        for (const [name, text] of Object.entries(texts(tab, layout))) {
+            const element = gradioApp().getElementById(`script_${tab}_masactrl_${name}`);
+            // The enable switch is the accordion's header: a title on the whole accordion would
+            // show over every control inside it.
+            const target = element && (element.querySelector(".label-wrap") || element);
+            if (target && (!target.title || ours.get(target) === target.title)) {
+                target.title = text;
+                ours.set(target, text);
+            }
+        }
+    }
+
     function attach() {
         for (const tab of ["txt2img", "img2img"]) {
-            const texts = tab === "img2img" ? {...tooltips, ...img2imgTooltips} : tooltips;
-            for (const [name, text] of Object.entries(texts)) {
-                const element = gradioApp().getElementById(`script_${tab}_masactrl_${name}`);
-                // The enable switch is the accordion's header: a title on the whole accordion would
-                // show over every control inside it.
-                const target = element && (element.querySelector(".label-wrap") || element);
-                if (target && !target.title) {
-                    target.title = text;
-                }
+            setTitles(tab, "pairs");
+            const layout = gradioApp().getElementById(`script_${tab}_masactrl_layout`);
+            if (layout && layout.addEventListener) {
+                layout.addEventListener("change", (event) => setTitles(tab, event.target.value));
             }
         }
     }

@@ -17,6 +17,13 @@ kernels may round a smaller call differently (matrix products pick their blockin
 differs from machine to machine), so there the sources equal the uncontrolled ones up to float
 rounding only. Computing them inside a whole-batch call as well would cost one more attention
 pass over every target row in each controlled layer, for a difference no image shows.
+
+Strength below 1 blends each target's controlled output with its own self-attention
+(:func:`strength_blend`), which costs exactly that: one more call of the host's forward over the
+target rows. The sources are not touched by the blend.
+
+Row indexes come from a :class:`~lib_masactrl.indexes.DeviceIndexes`, made on the device once per
+pass and layout, so that a controlled call copies nothing from the host.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 import torch
 
+from .indexes import DeviceIndexes
 from .settings import Mode
 
 AttentionCall = Callable[..., torch.Tensor]
@@ -39,6 +47,7 @@ def controlled_self_attention(
     kv_rows: List[int],
     mode: Mode,
     extra: Dict[str, Any],
+    indexes: DeviceIndexes,
 ) -> torch.Tensor:
     """Run one controlled attn1 call.
 
@@ -46,27 +55,62 @@ def controlled_self_attention(
     (rows ``0..len(x)-1``), followed by contexts kept from an earlier call of the same step.
     ``kv_rows[i]`` is the bank row whose keys and values row ``i`` reads; ``kv_rows[i] == i``
     means plain self-attention. ``context`` is the explicit context the caller passed (``None``
-    for ordinary self-attention, where the row's own hidden states are used)."""
-    index = torch.tensor(kv_rows, device=bank.device)
+    for ordinary self-attention, where the row's own hidden states are used). ``indexes`` makes
+    the row index tensors once per pass."""
+    index = indexes.rows(kv_rows, bank.device)
     if mode is Mode.MUTUAL:
         return call(x, context=bank.index_select(0, index), **extra)
 
     own = x if context is None else context
-    targets = [i for i, row in enumerate(kv_rows) if row != i]
+    targets = target_rows(kv_rows)
     others = [i for i, row in enumerate(kv_rows) if row == i]
-    target_index = torch.tensor(targets, device=x.device)
+    target_index = indexes.rows(targets, x.device)
     union_context = torch.cat(
         [bank.index_select(0, index.index_select(0, target_index)), own.index_select(0, target_index)], dim=1
     )
     pieces = [(targets, call(x.index_select(0, target_index), context=union_context, **extra))]
     if others:
-        other_index = torch.tensor(others, device=x.device)
+        other_index = indexes.rows(others, x.device)
         other_context = None if context is None else context.index_select(0, other_index)
         pieces.append((others, call(x.index_select(0, other_index), context=other_context, **extra)))
-    return _in_row_order(pieces)
+    return _in_row_order(pieces, indexes)
 
 
-def _in_row_order(pieces: List[Tuple[List[int], torch.Tensor]]) -> torch.Tensor:
+def target_rows(kv_rows: Sequence[int]) -> List[int]:
+    """The rows that read keys and values from another row: the controlled targets."""
+    return [i for i, row in enumerate(kv_rows) if row != i]
+
+
+def strength_blend(controlled: torch.Tensor, own: torch.Tensor, strength: float) -> torch.Tensor:
+    """How much of the source a target takes: ``strength * controlled + (1 - strength) * own``,
+    where ``controlled`` is a target's controlled self-attention output and ``own`` its plain
+    self-attention output. Not in the paper; strength 1 is the paper's control."""
+    return torch.lerp(own, controlled, strength)
+
+
+def with_strength(
+    call: AttentionCall,
+    x: torch.Tensor,
+    context: torch.Tensor | None,
+    kv_rows: List[int],
+    controlled: torch.Tensor,
+    strength: float,
+    extra: Dict[str, Any],
+    indexes: DeviceIndexes,
+) -> torch.Tensor:
+    """``controlled`` (the output of a controlled call, every row) with each target row blended
+    with its own self-attention by :func:`strength_blend`. The targets' own attention is one more
+    call of the host's forward over the target rows; the other rows are returned as they are."""
+    targets = target_rows(kv_rows)
+    if not targets:
+        return controlled
+    index = indexes.rows(targets, x.device)
+    own_context = None if context is None else context.index_select(0, index)
+    own = call(x.index_select(0, index), context=own_context, **extra)
+    return controlled.index_copy(0, index, strength_blend(controlled.index_select(0, index), own, strength))
+
+
+def _in_row_order(pieces: List[Tuple[List[int], torch.Tensor]], indexes: DeviceIndexes) -> torch.Tensor:
     """One output from the outputs of row groups computed apart, each with the rows it holds.
     A single group holds every row in order and is returned as it is."""
     if len(pieces) == 1:
@@ -75,7 +119,7 @@ def _in_row_order(pieces: List[Tuple[List[int], torch.Tensor]]) -> torch.Tensor:
     rows = sum(len(members) for members, _ in pieces)
     out = first.new_empty((rows,) + tuple(first.shape[1:]))
     for members, values in pieces:
-        out.index_copy_(0, torch.tensor(members, device=out.device), values)
+        out.index_copy_(0, indexes.rows(members, out.device), values)
     return out
 
 
@@ -103,6 +147,7 @@ def masked_self_attention(
     kv_rows: List[int],
     row_masks: Sequence[RowMask | None],
     extra: Dict[str, Any],
+    indexes: DeviceIndexes,
 ) -> torch.Tensor:
     """Mask-guided mutual self-attention (the paper's section 3.3).
 
@@ -115,7 +160,7 @@ def masked_self_attention(
     whose source mask is all foreground or all background, where both halves would be plain
     mutual attention) run as in :func:`controlled_self_attention` in mutual mode. Arguments as
     there."""
-    index = torch.tensor(kv_rows, device=bank.device)
+    index = indexes.rows(kv_rows, bank.device)
     plain = [i for i, masks in enumerate(row_masks) if masks is None]
     groups: Dict[int, List[int]] = {}
     for i, masks in enumerate(row_masks):
@@ -124,11 +169,11 @@ def masked_self_attention(
 
     pieces: List[Tuple[List[int], torch.Tensor]] = []
     if plain:
-        rows = torch.tensor(plain, device=x.device)
+        rows = indexes.rows(plain, x.device)
         pieces.append((plain, call(x.index_select(0, rows), context=bank.index_select(0, index[rows]), **extra)))
     for members in groups.values():
         split = row_masks[members[0]][0]
-        rows = torch.tensor(members, device=x.device)
+        rows = indexes.rows(members, x.device)
         queries = x.index_select(0, rows)
         sources = bank.index_select(0, index[rows])
         foreground = call(queries, context=sources.index_select(1, split.foreground), **extra)
@@ -136,4 +181,4 @@ def masked_self_attention(
         blend = torch.stack([row_masks[i][1] for i in members]).unsqueeze(-1)
         pieces.append((members, torch.where(blend, foreground, background)))
 
-    return _in_row_order(pieces)
+    return _in_row_order(pieces, indexes)

@@ -18,7 +18,8 @@ from typing import Any, Callable, Dict, List, Tuple
 
 import torch
 
-from .attention import RowMask, controlled_self_attention, masked_self_attention
+from .attention import RowMask, controlled_self_attention, masked_self_attention, with_strength
+from .indexes import DeviceIndexes
 from .layout import COND, CallPlan, StepLayout
 from .masks import Grid, MaskGuide, MaskState, UsedMasks, subject_attention, token_grid
 from .settings import MasaCtrlSettings, Schedule
@@ -55,6 +56,8 @@ class MasaCtrlController:
     def __init__(self, settings: MasaCtrlSettings, schedule: Schedule, masks: MaskGuide | None = None) -> None:
         self.settings = settings
         self.schedule = schedule
+        self.indexes = DeviceIndexes()
+        """Row and token index tensors of this attachment's calls, made once per device."""
         self.masks: MaskState | None = MaskState(masks) if masks is not None else None
         self._latent_size: Grid | None = None
         self.stats = ControlStats()
@@ -95,6 +98,7 @@ class MasaCtrlController:
 
     def close(self) -> None:
         self.begin_step(None, None)
+        self.indexes.clear()
 
     @property
     def step_is_controlled(self) -> bool:
@@ -179,6 +183,11 @@ class MasaCtrlController:
         if parsed is None:
             return call(*args, **kwargs)
         x, context, extra = parsed
+        strength = self.settings.strength
+        if strength == 0:
+            # Nothing of the sources is taken: the call runs exactly as without control.
+            self.stats.controlled_calls += plan.has_targets
+            return call(*args, **kwargs)
 
         own = x if context is None else context
         for row in plan.keep:
@@ -192,8 +201,12 @@ class MasaCtrlController:
         row_masks = self._row_masks(layer, plan, x, context, kv_rows) if self.masks is not None else None
         if row_masks is not None:
             self.stats.masked_calls += 1
-            return masked_self_attention(call, x, context, bank, kv_rows, row_masks, extra)
-        return controlled_self_attention(call, x, context, bank, kv_rows, self.settings.mode, extra)
+            out = masked_self_attention(call, x, context, bank, kv_rows, row_masks, extra, self.indexes)
+        else:
+            out = controlled_self_attention(call, x, context, bank, kv_rows, self.settings.mode, extra, self.indexes)
+        if strength < 1:
+            out = with_strength(call, x, context, kv_rows, out, strength, extra, self.indexes)
+        return out
 
     def _row_masks(
         self, layer: int, plan: CallPlan, x: torch.Tensor, context: torch.Tensor | None, kv_rows: List[int]
@@ -269,7 +282,7 @@ class MasaCtrlController:
             return
         with torch.no_grad():
             for i, image, positions in request.rows:
-                self.masks.add_map(image, subject_attention(q[i], k[i], heads, positions), request.grid)
+                self.masks.add_map(image, subject_attention(q[i], k[i], heads, self.indexes.rows(positions, q.device)), request.grid)
         self.stats.map_captures += 1
 
     def _parse(
@@ -290,6 +303,12 @@ class MasaCtrlController:
             )
             return None
         if not isinstance(x, torch.Tensor) or x.dim() != 3:
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            self.layer_note(
+                "hidden-state", layer,
+                f"{{layers}} self-attention received hidden states of shape {shape} where (rows, tokens, "
+                "channels) was expected (another extension changes the attention's input); {that} ran without MasaCtrl",
+            )
             return None
         if x.shape[0] != plan.size or (context is not None and context.shape[0] != plan.size):
             self.layer_note(

@@ -320,7 +320,6 @@ class UnitRestriction:
                 f"{label} returned control of an unexpected form; it acted on every image",
             )
             return outputs
-        mask = torch.tensor(keep)
         restricted = []
         for residual in outputs:
             if residual.shape[0] == 1 and rows > 1:
@@ -333,7 +332,7 @@ class UnitRestriction:
                     "it acted on every image",
                 )
                 return outputs
-            row_mask = mask.to(residual.device).view(-1, *(1,) * (residual.dim() - 1))
+            row_mask = self.controller.indexes.flags(keep, residual.device).view(-1, *(1,) * (residual.dim() - 1))
             restricted.append(torch.where(row_mask, residual, residual.new_zeros(())))
         return restricted
 

@@ -15,6 +15,7 @@ from .settings import DEFAULT_MASK_THRESHOLD, DEFAULT_START_STEP, Choice, MasaCt
 MAX_STEPS = 150
 MAX_LAYERS = 70
 AUTO_LAYER = -1
+AUTO_STEP = -1
 MAX_INVERSION_CFG = 30.0
 MAX_FPS = 60
 MAX_CONTROLNET_UNITS = 20
@@ -63,7 +64,7 @@ class ScriptArgs:
     enabled: bool = False
     source_prompt: str = ""
     mode: str = Mode.MUTUAL.value
-    start_step: int = DEFAULT_START_STEP
+    start_step: int = AUTO_STEP
     end_step: int = MAX_STEPS
     start_layer: int = AUTO_LAYER
     end_layer: int = MAX_LAYERS
@@ -89,6 +90,7 @@ class ScriptArgs:
     control_maps_unit: int = 1
     animation: str = Animation.WEBP.value
     fps: int = 8
+    strength: float = 1.0
 
     @property
     def target_prompt_lines(self) -> Tuple[str, ...]:
@@ -108,13 +110,14 @@ class ScriptArgs:
     def settings(self) -> MasaCtrlSettings:
         return MasaCtrlSettings(
             mode=self.mode,
-            start_step=self.start_step,
+            start_step=None if self.start_step == AUTO_STEP else self.start_step,
             end_step=self.end_step,
             start_layer=None if self.start_layer == AUTO_LAYER else self.start_layer,
             end_layer=self.end_layer,
             mask_words=self.mask_words if self.mask_mode == MaskMode.WORDS else "",
             mask_target_words=self.mask_target_words if self.mask_mode == MaskMode.WORDS else "",
             mask_threshold=self.mask_threshold,
+            strength=self.strength,
         )
 
     @property
@@ -125,24 +128,33 @@ class ScriptArgs:
         return self.source_mask, self.target_mask
 
     def infotext(
-        self, resolved_start_layer: int | None = None, inverted: bool = False, source_prompt: str | None = None
+        self,
+        resolved_start_layer: int | None = None,
+        layer_count: int | None = None,
+        inverted: bool = False,
+        source_prompt: str | None = None,
     ) -> Dict[str, Any]:
         """Infotext entries: every setting that differs from its default, the start layer
-        actually used, so that pasting reproduces the image on the same model, and, when the init
-        image was inverted (img2img), the inversion settings whatever their values: infotexts made
-        before a setting existed lack its key, and pasting them must give the old behaviour (see
-        :meth:`Field.absent`). ``source_prompt`` records the source prompt as used, where the
-        setting's own value (empty: the main prompt) would not remake the image."""
+        actually used, so that pasting reproduces the image on the same model, the start step
+        whatever its value and, when the init image was inverted (img2img), the inversion settings
+        whatever their values: infotexts made before a setting existed (or before its default
+        changed) lack its key, and pasting them must give the old behaviour (see
+        :meth:`Field.absent`). An end layer at or past ``layer_count`` means "through the last"
+        like the default and is left out. ``source_prompt`` records the source prompt as used,
+        where the setting's own value (empty: the main prompt) would not remake the image."""
         values = {field.name: getattr(self, field.name) for field in FIELDS}
         if resolved_start_layer is not None:
             values["start_layer"] = resolved_start_layer
+        if layer_count is not None and values["end_layer"] >= layer_count:
+            values["end_layer"] = FIELD_BY_NAME["end_layer"].default
         if source_prompt is not None:
             values["source_prompt"] = source_prompt
         return {
             field.infotext: values[field.name]
             for field in FIELDS
             if field.infotext
-            and (field.name == "enabled" or (field.name in INVERSION_FIELDS and inverted) or values[field.name] != field.default)
+            and (field.name in ALWAYS_RECORDED or (field.name in INVERSION_FIELDS and inverted)
+                 or values[field.name] != field.default)
         }
 
 
@@ -156,8 +168,10 @@ class Field:
     infotext: str | None
     """Its key in the PNG info; ``None`` for images, which the infotext cannot hold."""
     absent_before: Any = _UNSET
-    """For an inversion setting: what an inverted image's pasted infotext that lacks this key
-    means, when it is not the default: the behaviour before the setting existed."""
+    """What a pasted MasaCtrl infotext that lacks this key means, when it is not the default: the
+    behaviour before the setting existed, or before its default changed."""
+    inversion_only: bool = False
+    """``absent_before`` holds for inverted images only (an inversion setting)."""
 
     @property
     def default(self) -> Any:
@@ -165,14 +179,16 @@ class Field:
 
     def absent(self, inverted: bool) -> Any:
         """The value for a pasted MasaCtrl infotext without this key."""
-        return self.absent_before if inverted and self.absent_before is not _UNSET else self.default
+        if self.absent_before is _UNSET or (self.inversion_only and not inverted):
+            return self.default
+        return self.absent_before
 
 
 FIELDS: Tuple[Field, ...] = (
     Field("enabled", "MasaCtrl", "MasaCtrl"),
     Field("source_prompt", "Source prompt", "MasaCtrl source prompt"),
     Field("mode", "Mode", "MasaCtrl mode"),
-    Field("start_step", "Start step", "MasaCtrl start step"),
+    Field("start_step", "Start step", "MasaCtrl start step", absent_before=DEFAULT_START_STEP),
     Field("end_step", "End step", "MasaCtrl end step"),
     Field("start_layer", "Start layer", "MasaCtrl start layer"),
     Field("end_layer", "End layer", "MasaCtrl end layer"),
@@ -182,22 +198,24 @@ FIELDS: Tuple[Field, ...] = (
     Field("invert", "Invert the init image", "MasaCtrl inversion"),
     Field("inversion_cfg", "Inversion CFG scale", "MasaCtrl inversion CFG"),
     Field("show_reconstruction", "Show reconstruction", "MasaCtrl show reconstruction"),
-    Field("mask_mode", "Masks", "MasaCtrl masks"),
+    Field("mask_mode", "Masks from", "MasaCtrl masks"),
     Field("mask_words", "Source subject words", "MasaCtrl source subject"),
     Field("mask_target_words", "Target subject words", "MasaCtrl target subject"),
     Field("mask_threshold", "Mask threshold", "MasaCtrl mask threshold"),
     Field("show_masks", "Show masks", "MasaCtrl show masks"),
     Field("source_mask", "Source mask", None),
     Field("target_mask", "Target mask", None),
-    Field("follow_inversion", "Source follows the inversion", "MasaCtrl source follows inversion", absent_before=False),
+    Field("follow_inversion", "Source follows the inversion", "MasaCtrl source follows inversion", absent_before=False,
+          inversion_only=True),
     Field("layout", "Layout", "MasaCtrl layout"),
     Field("target_prompts", "Target prompts, one per line", "MasaCtrl target prompts"),
     Field("show_every_source", "Show the source of every batch", "MasaCtrl every source"),
     Field("control_maps", "Control maps, one per target", None),
-    Field("control_maps_folder", "Control maps folder", "MasaCtrl control maps folder"),
+    Field("control_maps_folder", "Control maps folder", None),
     Field("control_maps_unit", "ControlNet unit for the maps", "MasaCtrl control maps unit"),
     Field("animation", "Animation", "MasaCtrl animation"),
     Field("fps", "Frames per second", "MasaCtrl fps"),
+    Field("strength", "Strength", "MasaCtrl strength"),
 )
 """The img2img-only fields (invert ... show reconstruction, follow inversion) exist on both tabs,
 hidden in txt2img, so that the API's positional order is the same everywhere. New fields go at
@@ -205,6 +223,10 @@ the end, so that existing positional API calls keep their meaning."""
 
 INVERSION_FIELDS = ("invert", "follow_inversion")
 """Written to the infotext of an inverted image whatever their values."""
+
+ALWAYS_RECORDED = ("enabled", "start_step")
+"""Written to every MasaCtrl infotext whatever their values: the start step's default changed (from
+step 4 to automatic), so an infotext without it means step 4."""
 
 FIELD_NAMES = tuple(field.name for field in FIELDS)
 FIELD_BY_NAME = {field.name: field for field in FIELDS}
@@ -319,7 +341,7 @@ def parse_args(args: Union[Sequence[Any], Mapping[str, Any]]) -> ScriptArgs:
         enabled=_as_bool("enabled", values["enabled"]),
         source_prompt=_as_str("source prompt", values["source_prompt"]),
         mode=mode,
-        start_step=_as_int("start step", values["start_step"], 0, MAX_STEPS - 1),
+        start_step=_as_int("start step", values["start_step"], AUTO_STEP, MAX_STEPS - 1),
         end_step=_as_int("end step", values["end_step"], 1, MAX_STEPS),
         start_layer=_as_int("start layer", values["start_layer"], AUTO_LAYER, MAX_LAYERS - 1),
         end_layer=_as_int("end layer", values["end_layer"], 1, MAX_LAYERS),
@@ -345,6 +367,7 @@ def parse_args(args: Union[Sequence[Any], Mapping[str, Any]]) -> ScriptArgs:
         control_maps_unit=_as_int("ControlNet unit for the maps", values["control_maps_unit"], 1, MAX_CONTROLNET_UNITS),
         animation=Animation.parse(values["animation"]).value,
         fps=_as_int("frames per second", values["fps"], 1, MAX_FPS),
+        strength=_as_float("strength", values["strength"], 0.0, 1.0),
     )
     parsed.controlnet_assignments()
     if parsed.mask_mode == MaskMode.WORDS and not parsed.mask_words.strip():

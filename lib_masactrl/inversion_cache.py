@@ -62,7 +62,8 @@ class InversionKey:
 
     - ``content``: the init latent's digest, all rows (or the host's digest of what made it).
     - ``model``: the host's identity of everything the denoiser computes with: checkpoint, active
-      networks (LoRA, hypernetworks), U-Net replacements, precision.
+      networks (LoRA, hypernetworks), U-Net replacements, precision; best of all the digest of the
+      denoiser's answer to a fixed input, which no change to the model can leave equal.
     - ``sigmas``, ``sigma_min`` and ``reads``: the schedule walked, the level of the first eps read
       in the current-level convention, and the convention. The schedule's values stand for steps,
       denoising strength, scheduler and every option that shapes them: two settings giving the
@@ -172,9 +173,12 @@ class InversionCache:
             self._entries.move_to_end(key)
             self._evict()
 
-    def clear(self) -> None:
+    def clear(self) -> int:
+        """Forget every entry; returns how many there were."""
         with self._lock:
+            count = len(self._entries)
             self._entries.clear()
+        return count
 
     def _evict(self) -> None:
         while len(self._entries) > self._max_entries:

@@ -182,16 +182,16 @@ class UsedMasks:
     masks: Dict[int, torch.Tensor]
 
 
-def subject_attention(q: torch.Tensor, k: torch.Tensor, heads: int, positions: Sequence[int]) -> torch.Tensor:
+def subject_attention(q: torch.Tensor, k: torch.Tensor, heads: int, positions: torch.Tensor) -> torch.Tensor:
     """One row's cross-attention to its subject tokens: ``q`` (tokens, inner) and ``k`` (context
-    tokens, inner) give the softmax over all context tokens per head; the probabilities of
-    ``positions`` are summed and averaged over heads. Computed in float32 or wider."""
+    tokens, inner) give the softmax over all context tokens per head; the probabilities of the
+    context ``positions`` (a long tensor on ``q``'s device) are summed and averaged over heads.
+    Computed in float32 or wider."""
     dtype = torch.promote_types(q.dtype, torch.float32)
     q = q.to(dtype).unflatten(-1, (heads, -1)).transpose(0, 1)
     k = k.to(dtype).unflatten(-1, (heads, -1)).transpose(0, 1)
     probabilities = torch.softmax(q @ k.transpose(1, 2) * q.shape[-1] ** -0.5, dim=-1)
-    index = torch.tensor(list(positions), device=probabilities.device)
-    return probabilities.index_select(-1, index).sum(-1).mean(0)
+    return probabilities.index_select(-1, positions).sum(-1).mean(0)
 
 
 def normalise(maps: torch.Tensor) -> torch.Tensor:
@@ -220,6 +220,7 @@ class MaskState:
         self._resized: Dict[Tuple[int, Grid, Any], torch.Tensor] = {}
         self._user_resized: Dict[Tuple[int, Grid, Any], torch.Tensor] = {}
         self._splits: Dict[Tuple[int, Grid, Any], KeySplit | None] = {}
+        self._user_splits: Dict[Tuple[int, Grid, Any], KeySplit | None] = {}
         self._used: Dict[int, torch.Tensor] = {}
         self._used_step: int | None = None
 
@@ -282,13 +283,17 @@ class MaskState:
         """The source image's tokens at ``grid`` split by its mask; ``None`` when the mask is all
         foreground or all background (both halves would then attend over every token)."""
         key = (image, grid, device)
-        if key not in self._splits:
+        # An uploaded mask is the same in every call: split it once per pass. A word mask changes
+        # with every denoiser call; its split has a data-dependent size, which the host reads from
+        # the device once per image and resolution in each call.
+        splits = self._user_splits if image in self.guide.user_masks else self._splits
+        if key not in splits:
             mask = self.mask(image, grid, device)
             split = None
             if mask is not None and bool(mask.any()) and not bool(mask.all()):
                 split = KeySplit(foreground=mask.nonzero().flatten(), background=(~mask).nonzero().flatten())
-            self._splits[key] = split
-        return self._splits[key]
+            splits[key] = split
+        return splits[key]
 
     # --- what the host reads -----------------------------------------------------------------
 

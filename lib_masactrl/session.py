@@ -45,7 +45,10 @@ class GenerationSession:
         self.settings = args.settings()
         self.pairing = Pairing.of(args.layout, batch_size)
         layer_map = LayerMap.from_unet(unet)
+        self.layer_count = len(layer_map)
         self.schedule = self.settings.schedule(len(layer_map), None, layer_map.family)
+        self.pass_settings = self.settings
+        """The settings of the pass being sampled, with an automatic start step resolved for it."""
         self.notes: List[str] = []
         self.steps: PassSteps | None = None
         """The noise levels of the pass being sampled, one per step."""
@@ -82,6 +85,10 @@ class GenerationSession:
     def start_layer(self) -> int:
         return min(self.schedule.layers)
 
+    def start_step_for(self, steps: int) -> int:
+        """The first controlled step of a pass of ``steps`` steps."""
+        return self.settings.for_steps(steps).start_step
+
     # --- passes -----------------------------------------------------------------------------
 
     def start_pass(
@@ -107,11 +114,12 @@ class GenerationSession:
         self.end_pass()
         detach_all(unet)
         self.steps = steps
+        self.pass_settings = self.settings.for_steps(len(steps))
         self.pass_controlled = controlled
         self.masks = masks
-        if controlled and self.settings.start_step >= len(steps):
+        if controlled and self.pass_settings.start_step >= len(steps):
             self.note(
-                f"start step {self.settings.start_step} is past the last step ({len(steps) - 1}) of {pass_name}: "
+                f"start step {self.pass_settings.start_step} is past the last step ({len(steps) - 1}) of {pass_name}: "
                 "the batch is paired but MasaCtrl does not act on it"
             )
         units = bool(getattr(controlnet, "control_params", None))
@@ -127,7 +135,7 @@ class GenerationSession:
 
     def _attach(self, unet: nn.Module) -> bool:
         try:
-            self.attachment = attach(unet, self.settings, total_steps=None, masks=self.masks)
+            self.attachment = attach(unet, self.pass_settings, total_steps=None, masks=self.masks)
         except SettingsError as error:
             self.note(f"this pass's model does not fit the settings ({error}); it ran without MasaCtrl")
             return False

@@ -4,7 +4,9 @@ Conventions, used everywhere in the extension:
 
 - Steps are the sampler's denoising steps counted from 0. ``start_step`` is inclusive and
   ``end_step`` exclusive, so ``start_step=4, end_step=None`` on 50 steps controls steps 4..49,
-  exactly as the official code's ``range(start_step, total_steps)``.
+  exactly as the official code's ``range(start_step, total_steps)``. ``start_step=None`` is the
+  same share of whatever steps a pass samples (:func:`default_start_step`: 4 of 50, 2 of 25, 0 of
+  6), which a host resolves per pass with :meth:`MasaCtrlSettings.for_steps`.
 - Layers are the U-Net's transformer blocks counted from 0 in execution order (16 on SD1.x/SD2.x,
   70 on SDXL). ``start_layer`` is inclusive and ``end_layer`` exclusive. ``start_layer=None``
   picks the model's default (10 of 16 as in the paper, 44 of 70 as in the official SDXL example:
@@ -15,12 +17,22 @@ Conventions, used everywhere in the extension:
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from dataclasses import dataclass
 from typing import Any, Tuple
 
 DEFAULT_START_STEP = 4
 DEFAULT_MASK_THRESHOLD = 0.1
+START_STEP_SHARE = DEFAULT_START_STEP / 50
+"""The paper starts control at step 4 of 50."""
+
+
+def default_start_step(steps: int) -> int:
+    """The first controlled step when the user leaves it to the step count: the paper's share of
+    the steps, rounded to the nearest step, so that short schedules (LCM, Turbo, Lightning at 4-8
+    steps) are controlled from their first or second step rather than not at all."""
+    return int(steps * START_STEP_SHARE + 0.5)
 
 
 def default_start_layer(layer_count: int) -> int:
@@ -103,7 +115,8 @@ class MasaCtrlSettings:
     checks the values against the loaded model and the step count."""
 
     mode: Mode = Mode.MUTUAL
-    start_step: int = DEFAULT_START_STEP
+    start_step: int | None = DEFAULT_START_STEP
+    """``None``: :func:`default_start_step` of each pass's steps."""
     end_step: int | None = None
     start_layer: int | None = None
     end_layer: int | None = None
@@ -115,13 +128,16 @@ class MasaCtrlSettings:
     """Subject words of the target prompt; empty means the same as ``mask_words``."""
     mask_threshold: float = DEFAULT_MASK_THRESHOLD
     """Min-max normalised cross-attention maps at or above this are foreground."""
+    strength: float = 1.0
+    """How much of the source a controlled target takes, from 0 (none: its own self-attention)
+    to 1 (the paper's control); in between, the blend of :func:`~lib_masactrl.attention.strength_blend`."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mode", Mode.parse(self.mode))
-        object.__setattr__(self, "start_step", _check_int("start step", self.start_step))
+        object.__setattr__(self, "start_step", _check_int("start step", self.start_step, allow_none=True))
         for name in ("start_layer", "end_step", "end_layer"):
             object.__setattr__(self, name, _check_int(name.replace("_", " "), getattr(self, name), allow_none=True))
-        if self.end_step is not None and self.end_step <= self.start_step:
+        if self.end_step is not None and self.end_step <= (self.start_step or 0):
             raise SettingsError(
                 f"end step {self.end_step} must be after start step {self.start_step} "
                 "(the end step is exclusive)"
@@ -147,8 +163,18 @@ class MasaCtrlSettings:
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
             raise SettingsError(f"mask threshold must be a number from 0 to 1, got {threshold!r}")
         object.__setattr__(self, "mask_threshold", float(threshold))
+        strength = self.strength
+        if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0 <= strength <= 1:
+            raise SettingsError(f"strength must be a number from 0 to 1, got {strength!r}")
+        object.__setattr__(self, "strength", float(strength))
         if self.mode is not Mode.MUTUAL and (self.source_words or self.target_words):
             raise SettingsError(f"subject masks work with the mutual mode only, not with the {self.mode.value} mode")
+
+    def for_steps(self, steps: int) -> "MasaCtrlSettings":
+        """These settings for a pass of ``steps`` steps: an automatic start step resolved."""
+        if self.start_step is not None:
+            return self
+        return dataclasses.replace(self, start_step=default_start_step(steps))
 
     @property
     def source_words(self) -> Tuple[str, ...]:
@@ -183,13 +209,18 @@ class MasaCtrlSettings:
                 )
             layers = frozenset(range(start_layer, end_layer))
 
+        start_step = self.start_step
         if total_steps is None:
             end_step = self.end_step if self.end_step is not None else 1 << 30
         else:
-            if self.start_step >= total_steps:
+            start_step = self.for_steps(total_steps).start_step
+            if start_step >= total_steps:
                 raise SettingsError(
-                    f"start step {self.start_step} is out of range: this generation has steps "
+                    f"start step {start_step} is out of range: this generation has steps "
                     f"0-{total_steps - 1}, so MasaCtrl would never act"
                 )
             end_step = total_steps if self.end_step is None else min(self.end_step, total_steps)
-        return Schedule(steps=range(self.start_step, end_step), layers=layers)
+        # Without a step count an automatic start step cannot be resolved: such a schedule is for
+        # its layers only, and controls no step.
+        steps = range(start_step, end_step) if start_step is not None else range(0)
+        return Schedule(steps=steps, layers=layers)

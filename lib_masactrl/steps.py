@@ -44,8 +44,12 @@ class PassSteps:
         values = tuple(float(v) for v in (levels.flatten().tolist() if isinstance(levels, torch.Tensor) else levels))
         if not values:
             raise ValueError("a sampling pass needs at least one step")
-        if any(upper <= lower for upper, lower in zip(values, values[1:])):
-            raise ValueError(f"the noise levels of a pass must decrease step by step, got {values}")
+        rising = next((step for step, (upper, lower) in enumerate(zip(values, values[1:])) if upper <= lower), None)
+        if rising is not None:
+            raise ValueError(
+                f"the sampler's noise levels do not decrease at step {rising + 1} of {len(values)} "
+                f"({values[rising]:.4g}, then {values[rising + 1]:.4g})"
+            )
         return cls(values)
 
     def __len__(self) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, List
 
-from lib_masactrl.webui import denoiser, generation, infotext, options, ui, xyz
+from lib_masactrl.webui import compat, denoiser, generation, infotext, options, ui, xyz
 from modules import script_callbacks, scripts
 
 
@@ -22,9 +22,12 @@ class MasaCtrlScript(scripts.Script):
         return scripts.AlwaysVisible
 
     def ui(self, is_img2img: bool) -> List[Any]:
-        accordion = ui.build(self.elem_id, is_img2img)
+        problem = compat.host_problem()
+        accordion = ui.build_unsupported(self.elem_id, problem) if problem else ui.build(self.elem_id, is_img2img)
         self.infotext_fields = accordion.infotext_fields
-        self.paste_field_names = [key for _, key in accordion.infotext_fields]
+        # "Send to img2img" copies the fields named here from tab to tab; MasaCtrl's settings mean
+        # other things on the two tabs, so none is copied.
+        self.paste_field_names = []
         return accordion.ordered
 
     def process(self, p: Any, *args: Any) -> None:
@@ -46,6 +49,7 @@ class MasaCtrlScript(scripts.Script):
         generation.finish(p, processed)
 
 
+compat.announce()
 script_callbacks.on_cfg_denoiser(denoiser.on_cfg_denoiser)
 script_callbacks.on_ui_settings(options.on_ui_settings)
 script_callbacks.on_infotext_pasted(infotext.on_infotext_pasted)

@@ -14,7 +14,7 @@ def test_api_order_is_the_field_table_order():
         "controlnet", "controlnet_units", "invert", "inversion_cfg", "show_reconstruction", "mask_mode", "mask_words",
         "mask_target_words", "mask_threshold", "show_masks", "source_mask", "target_mask", "follow_inversion",
         "layout", "target_prompts", "show_every_source", "control_maps", "control_maps_folder", "control_maps_unit",
-        "animation", "fps",
+        "animation", "fps", "strength",
     ]
 
 
@@ -47,7 +47,7 @@ def test_disabled_ignores_the_other_values():
         ([True, 5], "source prompt must be text, got 5"),
         (["yes"], "enabled must be true or false, got 'yes'"),
         ([{"enabled": True, "start": 3}], "unknown MasaCtrl argument 'start'"),
-        ([True] * 30, "MasaCtrl takes at most 29 arguments"),
+        ([True] * 31, "MasaCtrl takes at most 30 arguments"),
         ({"enabled": True, "mask_mode": "words"}, "mask mode 'words' is not known: use one of none, subject words"),
         ({"enabled": True, "mask_mode": "subject words"}, "need at least one source subject word"),
         ({"enabled": True, "mask_mode": "uploaded masks", "source_mask": 1}, "need both a source mask and a target mask"),

@@ -40,3 +40,15 @@ def test_every_control_gets_its_tooltip_on_both_tabs(page):
 def test_the_layer_sliders_are_refreshed_when_the_checkpoint_changes(page):
     refresh = ["script_txt2img_masactrl_refresh_layers", "script_img2img_masactrl_refresh_layers"]
     assert page["steps"] == [refresh, [], refresh]
+
+
+def test_the_texts_follow_the_layout_and_leave_other_titles_alone(page):
+    enabled, source = "script_{}_masactrl_enabled", "script_{}_masactrl_source_prompt"
+    assert "the first half are sources" in page["titles"][enabled.format("txt2img")]
+    one = page["oneSource"]
+    assert "image 1 is the source" in one[enabled.format("txt2img")]
+    assert "image 1 of every batch" in one[source.format("txt2img")]
+    assert "first half" not in one[enabled.format("img2img")]
+    assert "With it off: empty means the main prompt" in one[source.format("img2img")]  # img2img's own meaning
+    assert page["pairsAgain"][enabled.format("txt2img")] == page["titles"][enabled.format("txt2img")]
+    assert one["script_txt2img_masactrl_mode"] == "a title of another extension"

@@ -176,10 +176,11 @@ def run_step(unet, attachment, step, layout, x, t, context, calls) -> torch.Tens
         return torch.cat([unet(x[a:b], t[a:b], context=context[a:b]) for a, b in calls])
 
 
-def masked_reference(attn, hidden, sources, row_images, image_blocks: Dict[int, list]) -> torch.Tensor:
+def masked_reference(attn, hidden, sources, row_images, image_blocks: Dict[int, list], strength=1.0) -> torch.Tensor:
     """Mask-guided mutual self-attention written out with einsum: a target query attends over its
     source's foreground keys (the others at -inf) and, separately, over its background keys; the
-    two results are blended with the target's mask before the output projection."""
+    two results are blended with the target's mask before the output projection. Below strength 1
+    a target's result is mixed with its own self-attention: ``strength * masked + (1 - strength) * own``."""
     grid = next(g for g in (downsampled(LATENT, level) for level in range(4)) if g[0] * g[1] == hidden.shape[1])
     heads = attn.heads
     q, k, v = (t.unflatten(-1, (heads, -1)) for t in (attn.to_q(hidden), attn.to_k(hidden), attn.to_v(hidden)))
@@ -195,21 +196,24 @@ def masked_reference(attn, hidden, sources, row_images, image_blocks: Dict[int, 
         queries_fg = block_mask(image_blocks[row_images[i]], grid).flatten().to(hidden.dtype)[:, None, None]
         fg = torch.einsum("hnm,mhd->nhd", weights.masked_fill(~keys_fg, float("-inf")).softmax(-1), v[row])
         bg = torch.einsum("hnm,mhd->nhd", weights.masked_fill(keys_fg, float("-inf")).softmax(-1), v[row])
-        outputs.append((fg * queries_fg + bg * (1 - queries_fg)).flatten(1))
+        own = torch.einsum("hnm,mhd->nhd", torch.einsum("nhd,mhd->hnm", q[i], k[i]).mul(scale).softmax(-1), v[i])
+        masked = fg * queries_fg + bg * (1 - queries_fg)
+        outputs.append((strength * masked + (1 - strength) * own).flatten(1))
     return attn.to_out(torch.stack(outputs))
 
 
 class MaskedReferenceUNet:
-    def __init__(self, attn1_modules, layout: StepLayout, image_blocks) -> None:
+    def __init__(self, attn1_modules, layout: StepLayout, image_blocks, strength=1.0) -> None:
         self.modules = list(attn1_modules)
         self.layout = layout
         self.image_blocks = image_blocks
+        self.strength = strength
 
     def __enter__(self):
         row_images = [row.image for row in self.layout.rows]
         for module in self.modules:
             def forward(x, context=None, mask=None, _module=module, **kwargs):
-                return masked_reference(_module, x, self.layout.sources, row_images, self.image_blocks)
+                return masked_reference(_module, x, self.layout.sources, row_images, self.image_blocks, self.strength)
             module.forward = forward
         return self
 
@@ -263,16 +267,18 @@ def test_word_masks_that_cover_everything_equal_mutual_control_while_collecting(
         assert torch.equal(words, mutual)
 
 
+@pytest.mark.parametrize("strength", [1.0, 0.35])
 @pytest.mark.parametrize("case", list(MASK_LAYOUTS))
-def test_masked_targets_equal_the_einsum_reference(sd15_double, case):
+def test_masked_targets_equal_the_einsum_reference(sd15_double, case, strength):
     image_sources, repeats, calls = MASK_LAYOUTS[case]
     layout = StepLayout.cfg(image_sources, cond_repeats=repeats)
     x, t, context = stack_inputs(layout, dtype=torch.float64)
     blocks = {0: SOURCE_BLOCKS, 1: TARGET_BLOCKS}
     layer_map = LayerMap.from_unet(sd15_double)
-    with MaskedReferenceUNet([layer_map[i].attn1 for i in range(6, 16)], layout, blocks), torch.no_grad():
+    with MaskedReferenceUNet([layer_map[i].attn1 for i in range(6, 16)], layout, blocks, strength), torch.no_grad():
         expected = sd15_double(x, t, context=context)
-    with attach(sd15_double, MasaCtrlSettings(start_step=0, start_layer=6), masks=user_guide()) as attachment:
+    settings = MasaCtrlSettings(start_step=0, start_layer=6, strength=strength)
+    with attach(sd15_double, settings, masks=user_guide()) as attachment:
         controlled = run_step(sd15_double, attachment, 2, layout, x, t, context, calls)
         controller = attachment.controller
         assert controller.notes == [] and controller.stats.fallback_rows == 0

@@ -42,6 +42,7 @@ from controlnet_standin import (
     TinyControlNet,
 )
 from engine_helpers import module_state
+from refusals import ui_refusal
 from tiny_unets import sd15_unet
 
 from lib_masactrl.controlnet_rows import _is_ours, release_units
@@ -466,9 +467,7 @@ def test_per_unit_entries_that_do_not_match_the_enabled_units_stop_with_the_unit
     before = unet_state(unet)  # as ControlNet alone leaves it (see test_nothing_outlives_a_generation)
     units = [unit(models.cn, 0, module="canny")] if entries != "target, source, both" else [
         unit(models.cn, 0, module="canny"), unit(models.cn2, 1, module="depth")]
-    with pytest.raises(Exception) as error:
-        generate(host, masactrl("per unit", entries), units)
-    message = str(error.value)
+    message = ui_refusal(generate(host, masactrl("per unit", entries), units))
     if entries:
         assert "'per unit' lists" in message and "give one entry per enabled unit, in tab order" in message
         assert "(unit 1: canny)" in message if len(units) == 1 else "(unit 1: canny, unit 2: depth)" in message
@@ -682,9 +681,7 @@ def test_control_maps_that_cannot_be_used_stop_with_a_message(host, unet, models
         "no unit": dict(control_maps=maps),
     }[case]
     units = [] if case == "no unit" else [unit(models.cn, 0)]
-    with pytest.raises(Exception) as error:
-        generate(host, sequence_args(**values), units, batch_size=4)
-    assert message in str(error.value) and "Nothing was generated" in str(error.value)
+    assert message in ui_refusal(generate(host, sequence_args(**values), units, batch_size=4))
     generate(host, None, [unit(models.cn, 0)])
     assert not any(_is_ours(p.control_model) for net in controlnet_script(host).networks for p in net.built_params)
 
@@ -692,9 +689,36 @@ def test_control_maps_that_cannot_be_used_stop_with_a_message(host, unet, models
 def test_control_maps_without_controlnet_stop_with_a_message(unet):
     host = start_host(unet)
     try:
-        with pytest.raises(Exception) as error:
-            host.txt2img(TARGET, steps=STEPS, width=64, height=64, batch_size=4,
-                         script_args={"MasaCtrl": sequence_args(control_maps=[control_map(1)] * 3)})
+        message = ui_refusal(host.txt2img(TARGET, steps=STEPS, width=64, height=64, batch_size=4,
+                                          script_args={"MasaCtrl": sequence_args(control_maps=[control_map(1)] * 3)}))
     finally:
         host.teardown()
-    assert "control maps need the ControlNet extension" in str(error.value)
+    assert "control maps need the ControlNet extension" in message
+
+
+# --- 9. strength ----------------------------------------------------------------------------
+
+
+def test_strength_blends_the_targets_and_the_units_stay_on_them(host, models):
+    from lib_masactrl.fields import FIELD_NAMES
+
+    def with_strength(value):
+        args = sequence_args(layout="pairs")
+        args[FIELD_NAMES.index("strength")] = value
+        return args
+
+    units = [unit(models.cn, 0)]
+    count = len(controlnet_script(host).networks)
+    half = generate(host, with_strength(0.5), units)
+    network = last_network(host, count)
+    full = generate(host, with_strength(1.0), units)
+    none = generate(host, with_strength(0.0), units)
+    uncontrolled = generate(host, masactrl(start_step=STEPS), units)
+    for call in network.residual_log:
+        assert reached_rows(call[0]) == TARGET_ROWS
+    for result in (half, full, none):
+        assert torch.equal(result.standin_latents[0], uncontrolled.standin_latents[0])
+    assert torch.equal(none.standin_latents[1], uncontrolled.standin_latents[1])
+    distance = [float((result.standin_latents[1] - uncontrolled.standin_latents[1]).abs().mean()) for result in (half, full)]
+    assert 0 < distance[0] < distance[1]
+    assert "MasaCtrl: " not in half.comments + none.comments

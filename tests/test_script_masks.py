@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from engine_helpers import module_state
+from refusals import ui_refusal
 from PIL import Image
 
 from lib_masactrl.fields import FIELDS
@@ -57,9 +58,8 @@ def test_subject_word_masks_are_used_and_shown_with_labels(host, sd15):
 
 def test_a_word_missing_from_its_prompt_stops_with_the_word_and_the_prompt(host, sd15):
     before = module_state(sd15)
-    with pytest.raises(Exception) as error:
-        generate(host, mask_mode="subject words", mask_words="corgi", mask_target_words="cat")
-    assert f"subject word 'cat' is not in the target prompt '{TARGET}'" in str(error.value)
+    message = ui_refusal(generate(host, mask_mode="subject words", mask_words="corgi", mask_target_words="cat"))
+    assert f"subject word 'cat' is not in the target prompt '{TARGET}'" in message
     assert module_state(sd15) == before
 
 

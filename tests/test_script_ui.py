@@ -72,13 +72,13 @@ def test_the_source_prompt_says_what_an_empty_one_means_on_each_tab(host):
 
     assert "empty: the main prompt" in control(host, "source_prompt").placeholder
     source_prompt = control(host, "source_prompt", is_img2img=True)
-    assert source_prompt.placeholder == SOURCE_PROMPT_PLACEHOLDERS["inverting"]
+    assert source_prompt.placeholder == SOURCE_PROMPT_PLACEHOLDERS[("inverting", "pairs")]
     assert "empty: no prompt" in source_prompt.placeholder
     invert = control(host, "invert", is_img2img=True)
     [(update, outputs)] = handlers(tab_blocks(True), invert, "change")
-    assert outputs == [source_prompt]
-    assert "empty: the main prompt" in update(False)["placeholder"]
-    assert update(True)["placeholder"] == source_prompt.placeholder
+    assert outputs[-1] is source_prompt
+    assert "empty: the main prompt" in update(False, "pairs")[-1]["placeholder"]
+    assert update(True, "pairs")[-1]["placeholder"] == source_prompt.placeholder
     # the tooltip (javascript/masactrl.js) tells both cases on img2img
     script = (ROOT / "javascript" / "masactrl.js").read_text()
     img2img_tooltips = script[script.index("const img2imgTooltips"):]
@@ -92,7 +92,7 @@ def test_the_layer_sliders_follow_a_checkpoint_change(host, is_img2img):
 
     start, end = control(host, "start_layer", is_img2img), control(host, "end_layer", is_img2img)
     # built with the loaded SD1.5 model's range, before anyone switched MasaCtrl on
-    assert start.maximum == 15 and "SD1.x model: layers 0-15" in start.info
+    assert start.maximum == 15 and "SD1.x model: layers 0-15" in start.info and end.maximum == 16
     blocks = tab_blocks(is_img2img)
     refresh_id = f"script_{'img2img' if is_img2img else 'txt2img'}_masactrl_refresh_layers"
     refresh = next(block for block in blocks.blocks.values() if getattr(block, "elem_id", None) == refresh_id)
@@ -105,9 +105,10 @@ def test_the_layer_sliders_follow_a_checkpoint_change(host, is_img2img):
         # (InputAccordion has a change handler of its own)
         [update] = [fn for fn, outputs in handlers(blocks, trigger_component, trigger) if outputs == [start, end]]
     host.switch_model(sdxl_unet(0))
-    start_update, end_update = update(44)
-    assert start_update["maximum"] == 69 and "SDXL model: layers 0-69; -1 = its default, 44" in start_update["info"]
-    assert "value" not in start_update and "70 or more" in end_update["info"]
+    start_update, end_update = update(44, 16)
+    assert start_update["maximum"] == 69 and "SDXL model: layers 0-69; -1 = 44" in start_update["info"]
+    assert "value" not in start_update and "70 = through the last layer" in end_update["info"]
+    assert end_update["maximum"] == 70 and "value" not in end_update
 
 
 def test_a_start_layer_past_the_new_models_last_layer_moves_to_it(host):
@@ -134,9 +135,10 @@ def test_the_sequence_controls_show_with_the_one_source_layout_and_the_maps_with
     animation_row = container(control(host, "animation", is_img2img), "Row")
     assert container(control(host, "fps", is_img2img), "Row") is animation_row
     assert (every_source.visible, animation_row.visible) == (False, False)
+    maps_row = container(control(host, "control_maps", is_img2img), "Row")
     [(update, outputs)] = handlers(tab_blocks(is_img2img), layout, "change")
-    assert outputs == [every_source, animation_row]
-    assert [part["visible"] for part in update("one source")] == [True, True]
-    assert [part["visible"] for part in update("pairs")] == [False, False]
-    # this host has no ControlNet extension: the control maps row stays hidden
-    assert container(control(host, "control_maps", is_img2img), "Row").visible is False
+    assert outputs == [every_source, animation_row, maps_row, control(host, "source_prompt", is_img2img)]
+    assert [part["visible"] for part in update("one source", "webp", True)[:3]] == [True, True, False]
+    assert [part["visible"] for part in update("pairs", "webp", True)[:3]] == [False, False, False]
+    # this host has no ControlNet extension: the control maps row stays hidden in both layouts
+    assert maps_row.visible is False

@@ -1,19 +1,15 @@
-"""A one-source sequence's targets, in order, as one animated WebP or GIF: added to the result and
-saved beside the images.
+"""A one-source sequence's targets, in order, as one animation among the result's images.
 
-The WebUI's gallery and its image saving know still images only, so the file is written here.
-The result's ``images`` get, for the UI, the file's path (the gallery shows files as they are, so
-it plays), and, for the API, the file as a base64 string, which the API's
-``encode_pil_to_base64`` passes through unchanged (modules/api/api.py): the response's last image
-is the animation.
+The animation is a PIL image like every other entry of ``processed.images`` (its first frame),
+so other extensions' ``postprocess`` and the WebUI's gallery, saving and API handle it as an image,
+and it keeps its frames: saving it in any format writes them all (an animated WebP or GIF, or an
+animated PNG where the WebUI encodes a PNG: the gallery's cache and the API's base64). It is saved
+through the WebUI's own ``images.save_image`` when the samples are saved, so the filename pattern,
+the date folder, the numbering and the ``on_image_saved`` callbacks apply to it as to any image.
 """
 
 from __future__ import annotations
 
-import base64
-import io
-import os
-import tempfile
 from typing import Any, List
 
 from PIL import Image
@@ -22,41 +18,42 @@ from modules import images
 
 from ..fields import Animation
 
-NAME = "masactrl-animation"
+SUFFIX = "-masactrl-animation"
+INFOTEXT_KEY = "MasaCtrl animation"
 
 
-def encode(frames: List[Image.Image], kind: Animation, fps: int) -> bytes:
-    """The frames as an endlessly looping animation; WebP lossless, so every frame keeps its pixels."""
-    buffer = io.BytesIO()
-    options = {"save_all": True, "append_images": frames[1:], "duration": round(1000 / fps), "loop": 0}
-    if kind is Animation.WEBP:
-        frames[0].save(buffer, format="WEBP", lossless=True, **options)
-    else:
-        frames[0].save(buffer, format="GIF", **options)
-    return buffer.getvalue()
+class AnimatedImage(Image.Image):
+    """The first frame, which also holds every frame and writes them all whenever it is saved."""
+
+    frames: List[Image.Image]
+    duration: int
+    """Milliseconds per frame."""
+
+    def save(self, fp: Any, format: str | None = None, **params: Any) -> None:  # noqa: A002 (PIL's name)
+        if len(self.frames) > 1:
+            params.update(save_all=True, append_images=self.frames[1:], duration=self.duration, loop=0)
+        if str(format or "").upper() == "WEBP" or str(getattr(fp, "name", fp)).lower().endswith(".webp"):
+            params["lossless"] = True  # every frame keeps its pixels
+        self.frames[0].save(fp, format, **params)
 
 
-def _path(p: Any, kind: Animation, saved: bool) -> str:
-    """Beside the samples when they are saved (numbered as the WebUI numbers them), else a
-    temporary file that only the gallery shows."""
-    extension = kind.value
-    if saved:
-        folder = p.outpath_samples
-        os.makedirs(folder, exist_ok=True)
-        return os.path.join(folder, f"{images.get_next_sequence_number(folder, ''):05}-{p.all_seeds[0]}-{NAME}.{extension}")
-    handle, path = tempfile.mkstemp(prefix=f"{NAME}-", suffix=f".{extension}")
-    os.close(handle)
-    return path
+def animated(frames: List[Image.Image], fps: int) -> AnimatedImage:
+    """``frames`` as one image that saves as an endlessly looping animation at ``fps``."""
+    first = frames[0].convert("RGB")
+    first.__class__ = AnimatedImage
+    first.frames = [frame.convert("RGB") for frame in frames]
+    first.duration = round(1000 / fps)
+    return first
 
 
 def add(p: Any, processed: Any, frames: List[Image.Image], kind: Animation, fps: int, info: str) -> None:
-    """Append the animation of ``frames`` to the result, with ``info`` as its infotext, and write
-    it where it is saved or shown."""
-    data = encode(frames, kind, fps)
-    api, saved = getattr(p, "is_api", False), p.save_samples()
-    if saved or not api:
-        path = _path(p, kind, saved)
-        with open(path, "wb") as file:
-            file.write(data)
-    processed.images.append(base64.b64encode(data).decode() if api else path)
+    """Append the animation of ``frames`` to the result with ``info`` (a target's infotext) marked as
+    the animation's, and save it beside the images when they are saved."""
+    animation = animated(frames, fps)
+    info = f"{info}, {INFOTEXT_KEY}: \"{len(frames)} targets at {fps} fps\""
+    animation.info["parameters"] = info
+    processed.images.append(animation)
     processed.infotexts.append(info)
+    if p.save_samples():
+        images.save_image(animation, p.outpath_samples, "", p.all_seeds[0], p.all_prompts[0], kind.value, info=info, p=p,
+                          suffix=SUFFIX)

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from modules import scripts
+from modules import scripts, shared
 
 from ..controlnet_rows import Assignment, UnitMaps, maps_unit_missing, release_units
 from ..fields import ScriptArgs
@@ -61,13 +61,26 @@ def release(p: Any) -> None:
         release_units(network)
 
 
-def load_maps(args: ScriptArgs) -> List[np.ndarray]:
+def load_maps(args: ScriptArgs, from_api: bool = False) -> List[np.ndarray]:
     """The control maps as RGB arrays, in order: the uploads (files from the UI, base64 images from
     the API), else the folder's images in file name order. Raises :class:`SettingsError` for a
-    map that cannot be read, a missing or empty folder, or maps of more than one size."""
+    map that cannot be read, a missing or empty folder, or maps of more than one size.
+
+    Files on the server are read for the UI's user only, who runs the server (and not with
+    ``--hide-ui-dir-config``, under which the WebUI keeps its own folders from the UI too): an API
+    request gives its maps as base64 images, as the WebUI's own API takes images, so that no caller
+    makes the server open its files."""
+    if from_api and (args.control_maps_folder.strip() or any(not _is_base64(item) for item in args.control_maps or ())):
+        raise SettingsError(
+            "through the API, control maps are given as base64-encoded images (arg 24, control_maps); "
+            "the server does not read its own files or folders for an API request"
+        )
     if args.control_maps:
-        maps = [(f"map {number}", _read(item)) for number, item in enumerate(args.control_maps, 1)]
+        maps = [(f"map {number}", _read(item, from_api)) for number, item in enumerate(args.control_maps, 1)]
     else:
+        if shared.cmd_opts.hide_ui_dir_config:
+            raise SettingsError("this WebUI runs with --hide-ui-dir-config, which keeps folders out of reach: "
+                                "upload the control maps instead of naming their folder")
         folder = os.path.expanduser(args.control_maps_folder.strip())
         if not os.path.isdir(folder):
             raise SettingsError(f"the control maps folder {folder!r} does not exist")
@@ -82,17 +95,29 @@ def load_maps(args: ScriptArgs) -> List[np.ndarray]:
     return [np.asarray(image.convert("RGB")) for _, image in maps]
 
 
-def _read(item: Any) -> Image.Image:
+def _is_base64(item: Any) -> bool:
+    """Whether a map is given as base64 image data (a data URL or bare), not as a path."""
+    if not isinstance(item, str):
+        return False
+    data = item.split(",", 1)[-1] if item.startswith("data:") else item
+    try:
+        base64.b64decode(data, validate=True)
+    except ValueError:
+        return False
+    return not os.path.isabs(item)
+
+
+def _read(item: Any, from_api: bool = False) -> Image.Image:
     """One map: a PIL image, a file from gradio's upload box (it has the file's ``name``), a path,
-    or a base64 image (with or without a data URL prefix)."""
+    or a base64 image (with or without a data URL prefix); from the API, base64 only."""
     if isinstance(item, Image.Image):
         return item
-    path = getattr(item, "name", None) or (item.get("name") if isinstance(item, dict) else None)
+    path = None if from_api else getattr(item, "name", None) or (item.get("name") if isinstance(item, dict) else None)
     try:
         if isinstance(path, str):
             return Image.open(path)
         if isinstance(item, str):
-            if os.path.isfile(item):
+            if not from_api and os.path.isfile(item):
                 return Image.open(item)
             return Image.open(io.BytesIO(base64.b64decode(item.split(",", 1)[-1])))
     except (OSError, ValueError):

@@ -1,9 +1,12 @@
 """One WebUI generation with MasaCtrl, hook by hook: ``process`` pairs the batch, each sampling
-pass attaches to the U-Net that samples it, each batch publishes its notes, and ``p.close()``
-removes whatever is left, whatever happened in between.
+pass attaches to the U-Net that samples it, each batch publishes its notes, and the generation's
+state is closed at its end, whatever happened in between.
 
-Per-generation state lives on ``p`` (a :class:`~lib_masactrl.session.GenerationSession`), never in
-module globals, so that X/Y/Z cells (copies of ``p``) and concurrent API requests stay apart.
+Everything MasaCtrl keeps for a generation lives in one :class:`GenerationState` on ``p``, made
+anew by every ``process_images`` call (scripts such as Loopback, SD upscale and the img2img Batch
+tab run several on one ``p``) and closed by ``postprocess``, by ``p.close()`` after an exception,
+or by the next ``process`` on the same ``p``, whichever comes first. X/Y/Z cells (copies of ``p``)
+and concurrent API requests therefore never share one, and nothing outlives its generation.
 """
 
 from __future__ import annotations
@@ -19,19 +22,96 @@ from ..layout import LayoutError
 from ..patching import detach_all, stop_on_next_call
 from ..session import GenerationSession, pair_prompts
 from ..settings import SettingsError
-from . import animation, controlnet, infotext, inversion, masks, model, sampling, xyz
-from .messages import MasaCtrlInputError, record_notes, tell_user
+from . import animation, compat, controlnet, infotext, inversion, masks, model, sampling, xyz
+from .messages import MasaCtrlInputError, is_api, record_notes, tell_user
 
 logger = logging.getLogger("masactrl")
 
-SESSION_ATTRIBUTE = "masactrl_session"
-CLEANUP_ATTRIBUTE = "masactrl_cleanup_on_close"
-NOISE_WATCH_ATTRIBUTE = "masactrl_noise_watch"
-MAPS_ATTRIBUTE = "masactrl_control_maps"
+STATE_ATTRIBUTE = "masactrl"
+CLOSE_HOOK_MARKER = "__masactrl_close__"
+
+
+class GenerationState:
+    """What MasaCtrl holds for one ``process_images`` call, and its one cleanup."""
+
+    def __init__(self, p: Any) -> None:
+        self.p = p
+        self.unet: Any = None
+        """The U-Net the generation started with (the refiner may sample with another)."""
+        self.session: GenerationSession | None = None
+        """Set when MasaCtrl controls this generation."""
+        self.refusal: str | None = None
+        """The message of a refused generation: nothing it makes may reach the user."""
+        self.noise_watch: sampling.NoiseWatch | None = None
+        self.maps: Any = None
+        """The control maps, read once for the generation."""
+        self.closed = False
+
+    def refuse(self, reason: str) -> None:
+        """Stop the generation with ``reason`` and show it once: in the UI as the comment and a toast
+        (the generation is stopped as Interrupt stops it, so the WebUI neither prints a traceback
+        nor shows an error box, and :func:`drop_hidden_sources` keeps whatever was sampled out of
+        the gallery and the saved files); through the API as a 422 carrying the message, raised
+        where the WebUI does not swallow it: by ``p.sample`` before sampling starts, else by the
+        U-Net's next call. The console gets one line either way."""
+        named = reason if reason.startswith("MasaCtrl") else f"MasaCtrl: {reason}"
+        message = f"{named}. Nothing was generated; fix the setting or disable MasaCtrl."
+        logger.error(message)
+        self.refusal = message
+        if self.session is not None:
+            self.session.close()
+            self.session = None
+        if is_api(self.p):
+            error = MasaCtrlInputError(message)
+            self.p.sample = _raiser(error)
+            if self.unet is not None:
+                stop_on_next_call(self.unet, error)
+            return
+        shared.state.interrupted = True
+        tell_user(self.p, message)
+
+    def close(self) -> None:
+        """Remove everything this generation installed. Safe to call more than once."""
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            watch, self.noise_watch = self.noise_watch, None
+            if watch is not None:
+                watch.close()
+            if self.session is not None:
+                self.session.close()
+            for unet in {id(u): u for u in (self.unet, model.loaded_unet()) if u is not None}.values():
+                detach_all(unet)
+            controlnet.release(self.p)
+        finally:
+            vars(self.p).pop("sample", None)
+
+
+def _raiser(error: Exception) -> Any:
+    def sample(*args: Any, **kwargs: Any) -> Any:
+        raise error
+
+    return sample
+
+
+def _briefly(error: BaseException, limit: int = 160) -> str:
+    """An unexpected error for the user's message: its kind and the start of its first line (the
+    console has the whole of it, with the traceback)."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    if len(text) > limit:
+        text = f"{text[:limit].rstrip()}..."
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def state_of(p: Any) -> GenerationState | None:
+    state = getattr(p, STATE_ATTRIBUTE, None)
+    return state if isinstance(state, GenerationState) and not state.closed else None
 
 
 def session_of(p: Any) -> GenerationSession | None:
-    return getattr(p, SESSION_ATTRIBUTE, None)
+    state = state_of(p)
+    return state.session if state is not None else None
 
 
 def _effective_batch_size(p: Any) -> int:
@@ -41,59 +121,114 @@ def _effective_batch_size(p: Any) -> int:
     return len(images) if 1 < len(images) <= p.batch_size else p.batch_size
 
 
+def _own_infotext(p: Any) -> None:
+    """Give ``p`` an ``extra_generation_params`` of its own without MasaCtrl's keys: X/Y/Z cells are
+    copies of one ``p`` that share that dict, and each image's infotext must hold exactly the
+    settings it was made with, not an earlier cell's."""
+    p.extra_generation_params = {
+        key: value for key, value in p.extra_generation_params.items() if not key.startswith(infotext.PREFIX)
+    }
+
+
+def _close_on_exit(p: Any) -> None:
+    """``p.close()`` runs after every generation, even one that raised (txt2img.py, img2img.py and
+    the API run it under ``contextlib.closing``), unlike ``postprocess``: it closes whatever state
+    is left on ``p``."""
+    if getattr(vars(p).get("close"), CLOSE_HOOK_MARKER, False):
+        return
+    original = p.close
+
+    def close() -> None:
+        try:
+            state = state_of(p)
+            if state is not None:
+                state.close()
+        finally:
+            original()
+
+    setattr(close, CLOSE_HOOK_MARKER, True)
+    p.close = close
+
+
 # --- process ------------------------------------------------------------------------------
 
 
 def start(p: Any, args: Sequence[Any]) -> None:
     """``process``: read the arguments, validate them against the batch and the model, pair the
-    batch's prompts and seeds, and keep the session on ``p``. Raising here would be swallowed by
-    the WebUI (``ScriptRunner.process`` reports and carries on with plain images), so every
-    failure stops the generation through :func:`refuse` instead."""
-    unet = model.unet_of(p.sd_model)
-    detach_all(unet)
+    batch's prompts and seeds, and keep the state on ``p``. Raising here would be swallowed by the
+    WebUI (``ScriptRunner.process`` reports and carries on with plain images), so every failure
+    stops the generation through :meth:`GenerationState.refuse` instead."""
+    previous = state_of(p)
+    if previous is not None:
+        previous.close()
+    problem = compat.host_problem()
+    if problem and not _asked_for(args):
+        return  # a WebUI MasaCtrl cannot drive, and nothing asked for it: touch nothing
+    _own_infotext(p)
+    state = GenerationState(p)
+    setattr(p, STATE_ATTRIBUTE, state)
+    _close_on_exit(p)
+    if problem:
+        state.refuse(problem)
+        return
     try:
-        _start(p, unet, args)
+        _start(p, state, args)
     except Exception as error:
         logger.exception("MasaCtrl: could not prepare the generation")
-        refuse(p, unet, f"could not prepare the generation ({error})")
+        state.refuse(f"could not prepare the generation ({_briefly(error)}; the console has the details)")
 
 
-def _start(p: Any, unet: Any, args: Sequence[Any]) -> None:
+def _asked_for(args: Sequence[Any]) -> bool:
+    """Whether the arguments switch MasaCtrl on (unreadable ones count as asking)."""
+    try:
+        return parse_args(args).enabled
+    except SettingsError:
+        return True
+
+
+def _start(p: Any, state: GenerationState, args: Sequence[Any]) -> None:
+    loaded = model.unet_or_none(getattr(p, "sd_model", None))
+    if loaded is not None:
+        detach_all(loaded)  # anything a crashed earlier generation left
     if getattr(p, "txt2img_upscale", False):
         # The gallery's Upscale button re-runs one finished image through hires fix: nothing to pair.
         return
+    cell = xyz.overrides(p)
     try:
         parsed = parse_args(args)
-        cell = xyz.overrides(p)
-        if cell:
+        if cell and parsed.enabled:
             parsed = parse_args({**{f.name: getattr(parsed, f.name) for f in FIELDS}, **cell})
     except SettingsError as error:
-        refuse(p, unet, str(error))
+        state.refuse(str(error))
         return
     if not parsed.enabled:
+        if cell:
+            xyz.note_ignored(p, cell)
         return
+    if loaded is None:
+        state.refuse(model.unsupported(getattr(p, "sd_model", None)))
+        return
+    state.unet = loaded
     batch_size = _effective_batch_size(p)
     try:
-        session = GenerationSession(parsed, batch_size, unet)
+        session = GenerationSession(parsed, batch_size, loaded)
     except (SettingsError, LayoutError) as error:
-        refuse(p, unet, str(error))
+        state.refuse(str(error))
         return
 
     inverting = inversion.inverts(p, parsed)
-    if inverting:
-        problem = inversion.problem(p)
-        if problem:
-            refuse(p, unet, problem)
-            return
+    problem = inversion.problem(p) if inverting else None
+    if problem:
+        state.refuse(problem)
+        return
     try:
         _pair(p, session, inverting)
         if parsed.uses_control_maps:
-            _load_maps(p, session, batch_size)
+            state.maps = _load_maps(p, session, batch_size)
     except SettingsError as error:
-        refuse(p, unet, str(error))
+        state.refuse(str(error))
         return
-    setattr(p, SESSION_ATTRIBUTE, session)
-    _cleanup_on_close(p, unet)
+    state.session = session
 
 
 def _pair(p: Any, session: GenerationSession, inverting: bool) -> None:
@@ -116,58 +251,25 @@ def _pair(p: Any, session: GenerationSession, inverting: bool) -> None:
     p.all_seeds = pairing.seeds(p.all_seeds)
     p.all_subseeds = pairing.seeds(p.all_subseeds)
     # With target prompts the targets' own prompts are theirs, not the main prompt: the sources'
-    # prompt is recorded as it was used, so that pasting a target's parameters remakes the set.
+    # prompt is recorded as it was used, so that pasting a target's parameters remakes the set,
+    # and no image records the main prompt, which none of them used.
     used_source_prompt = p.all_prompts[pairing.sources[0]] if lines else None
-    p.extra_generation_params.update(args.infotext(session.start_layer, inverted=inverting, source_prompt=used_source_prompt))
-    p.extra_generation_params[infotext.TARGET_PROMPT_KEY] = infotext.main_prompt_of_sources(pairing, main_prompts)
+    p.extra_generation_params.update(
+        args.infotext(session.start_layer, session.layer_count, inverted=inverting, source_prompt=used_source_prompt)
+    )
+    if not lines:
+        p.extra_generation_params[infotext.TARGET_PROMPT_KEY] = infotext.main_prompt_of_sources(pairing, main_prompts)
 
 
-def _load_maps(p: Any, session: GenerationSession, batch_size: int) -> None:
+def _load_maps(p: Any, session: GenerationSession, batch_size: int) -> Any:
     """Read and check the control maps once for the generation."""
+    maps = controlnet.load_maps(session.args, from_api=is_api(p))
     if controlnet.script_of(p) is None:
         raise SettingsError("control maps need the ControlNet extension, which is not installed")
-    maps = controlnet.load_maps(session.args)
     note = controlnet.check_map_count(maps, session.pairing, p.n_iter * batch_size)
     if note:
         session.note(note)
-    setattr(p, MAPS_ATTRIBUTE, maps)
-
-
-def refuse(p: Any, unet: Any, reason: str) -> None:
-    """Stop the generation with ``reason``: the U-Net's next call raises it, which the WebUI does
-    not swallow, and the user reads it in the error box, the console and a 422 API response."""
-    named = reason if reason.startswith("MasaCtrl") else f"MasaCtrl: {reason}"
-    message = f"{named}. Nothing was generated; fix the setting or disable MasaCtrl."
-    logger.error(message)
-    stop_on_next_call(unet, MasaCtrlInputError(message))
-    _cleanup_on_close(p, unet)
-    tell_user(p, message)
-
-
-def _cleanup_on_close(p: Any, unet: Any) -> None:
-    """``p.close()`` runs after every generation, even one that raised (txt2img.py, img2img.py
-    and the API run it under ``contextlib.closing``), unlike ``postprocess``: hook it so that no
-    patch outlives the generation."""
-    if getattr(p, CLEANUP_ATTRIBUTE, False):
-        return
-    setattr(p, CLEANUP_ATTRIBUTE, True)
-    original = p.close
-
-    def close() -> None:
-        try:
-            _stop_watching_noise(p, None)
-            session = session_of(p)
-            if session is not None:
-                session.close()
-            detach_all(unet)
-            loaded = model.loaded_unet()
-            if loaded is not None:
-                detach_all(loaded)
-            controlnet.release(p)
-        finally:
-            original()
-
-    p.close = close
+    return maps
 
 
 # --- each sampling pass ---------------------------------------------------------------------
@@ -176,33 +278,28 @@ def _cleanup_on_close(p: Any, unet: Any) -> None:
 def before_sampling(p: Any, **kwargs: Any) -> None:
     """``process_before_every_sampling``: attach to the U-Net that samples this pass (the first
     pass, or the hires pass), and for img2img invert the init image."""
-    session = session_of(p)
-    if session is None:
+    state = state_of(p)
+    if state is None or state.session is None:
         return
+    session = state.session
     unet = model.loaded_unet()
     try:
-        _before_sampling(p, session, unet, kwargs)
+        _before_sampling(p, state, session, unet, kwargs)
     except InversionInterrupted as stop:
         logger.info("MasaCtrl: %s", stop)
     except SettingsError as error:
-        _abandon(p, session, unet, str(error))
+        state.refuse(str(error))
     except inversion.InversionFailed as error:
         logger.exception("MasaCtrl: inverting the init image failed")
-        _abandon(p, session, unet, f"inverting the init image failed ({error})")
+        state.refuse(f"inverting the init image failed ({error})")
     except Exception as error:
         # Swallowed by the WebUI, this would leave uncontrolled images: stop instead.
         logger.exception("MasaCtrl: could not prepare the sampling pass")
-        _abandon(p, session, unet, f"could not prepare the sampling pass ({error})")
+        state.refuse(f"could not prepare the sampling pass ({_briefly(error)}; the console has the details)")
 
 
-def _abandon(p: Any, session: GenerationSession, unet: Any, reason: str) -> None:
-    """Refuse once sampling is under way: the session's patches go, then the stop guard."""
-    setattr(p, SESSION_ATTRIBUTE, None)
-    session.close()
-    refuse(p, unet, reason)
-
-
-def _before_sampling(p: Any, session: GenerationSession, unet: Any, kwargs: Dict[str, Any]) -> None:
+def _before_sampling(p: Any, state: GenerationState, session: GenerationSession, unet: Any,
+                     kwargs: Dict[str, Any]) -> None:
     replacement = sd_unet.current_unet
     if replacement is not None:
         # processing.py applies the selected SD Unet after ``process``, so it is checked here.
@@ -214,28 +311,22 @@ def _before_sampling(p: Any, session: GenerationSession, unet: Any, kwargs: Dict
     steps = sampling.pass_steps(p, hires)
     network = controlnet.network_of(p)
     assignments = controlnet.own_assignment(p) if session.args.controlnet == ControlNetScope.TARGETS else None
-    guide = masks.guide_for(p, session) if controlled else None
-    loaded = getattr(p, MAPS_ATTRIBUTE, None)
-    maps = controlnet.unit_maps(p, session.pairing, session.args, loaded) if loaded else None
+    guide = masks.guide_for(p, session, len(steps)) if controlled else None
+    maps = controlnet.unit_maps(p, session.pairing, session.args, state.maps) if state.maps else None
     session.start_pass(unet, controlled, steps, sampling.pass_name(p, hires, steps), network, assignments, guide, maps)
     if inversion.inverts(p, session.args) and not hires:
         inversion.install(p, session, kwargs["x"], kwargs["noise"], kwargs["c"], kwargs["uc"], network)
-        _watch_noise(p, session)
+        state.noise_watch = sampling.NoiseWatch(p)
 
 
-def _watch_noise(p: Any, session: GenerationSession) -> None:
+def _stop_watching_noise(p: Any, state: GenerationState) -> None:
     """The reconstruction equals the init image only if the sampler adds no noise of its own."""
-    setattr(p, NOISE_WATCH_ATTRIBUTE, sampling.NoiseWatch(p))
-
-
-def _stop_watching_noise(p: Any, session: GenerationSession | None) -> None:
-    watch = getattr(p, NOISE_WATCH_ATTRIBUTE, None)
+    watch, state.noise_watch = state.noise_watch, None
     if watch is None:
         return
     watch.close()
-    setattr(p, NOISE_WATCH_ATTRIBUTE, None)
-    if session is not None and watch.added_noise:
-        session.note(
+    if state.session is not None and watch.added_noise:
+        state.session.note(
             f"the {p.sampler_name} sampler added fresh noise while it sampled, so the reconstruction drifts from the "
             "init image; a deterministic sampler such as Euler (with eta and sigma churn at 0) reconstructs it"
         )
@@ -251,19 +342,28 @@ def after_sampling(p: Any, ps: Any) -> None:
         ps.samples = session.finished_latents(ps.samples)
 
 
+_PER_IMAGE_LISTS = ("prompts", "negative_prompts", "seeds", "subseeds")
+
+
 def drop_hidden_sources(p: Any, pp: Any) -> None:
-    """``postprocess_batch_list``: drop the sources the user does not see from the gallery and the
-    saved files: the reconstructions with "Show reconstruction" off, and a one-source layout's
-    repeated source after the first batch unless "Show the source of every batch" is on. The
-    per-image lists must shrink with them (scripts.py docstring)."""
-    session = session_of(p)
-    if session is None:
+    """``postprocess_batch_list``: drop the images the user does not see from the gallery and the
+    saved files: all of a refused generation's (whatever the sampler made before it stopped), the
+    reconstructions with "Show reconstruction" off, and a one-source layout's repeated source after
+    the first batch unless "Show the source of every batch" is on. The per-image lists must shrink
+    with them (scripts.py docstring)."""
+    state = state_of(p)
+    if state is None:
         return
-    shown = _shown(p, session, getattr(p, "iteration", 0))
-    if len(shown) == len(session.pairing):
+    if state.refusal is not None:
+        shown: List[int] = []
+    elif state.session is not None:
+        shown = _shown(p, state.session, getattr(p, "iteration", 0))
+        if len(shown) == len(state.session.pairing):
+            return
+    else:
         return
     pp.images[:] = [pp.images[image] for image in shown]
-    for name in ("prompts", "negative_prompts", "seeds", "subseeds"):
+    for name in _PER_IMAGE_LISTS:
         values = getattr(p, name)
         setattr(p, name, [values[image] for image in shown])
 
@@ -278,19 +378,30 @@ def _shown(p: Any, session: GenerationSession, batch: int) -> List[int]:
 
 def end_batch(p: Any) -> None:
     """``postprocess_batch``: the batch's passes are over; tell what they noted."""
-    session = session_of(p)
-    _stop_watching_noise(p, session)
-    if session is not None:
-        session.end_pass()
-        _publish(p, session)
+    state = state_of(p)
+    if state is None:
+        return
+    _stop_watching_noise(p, state)
+    if state.session is not None:
+        state.session.end_pass()
+        _publish(p, state.session)
 
 
 def finish(p: Any, processed: Any) -> None:
     """``postprocess``: detach, trim the result's lists, add the mask previews, the animation and
-    the notes."""
-    session = session_of(p)
-    if session is None:
+    the notes; then close the generation's state."""
+    state = state_of(p)
+    if state is None:
         return
+    try:
+        if state.session is not None:
+            _finish(p, processed, state.session)
+        infotext.drop_unlisted_values(processed)
+    finally:
+        state.close()
+
+
+def _finish(p: Any, processed: Any, session: GenerationSession) -> None:
     session.close()
     shown = [_shown(p, session, batch) for batch in range(p.n_iter)]
     _trim_lists(processed, session, shown)
@@ -338,7 +449,9 @@ def _publish(p: Any, session: GenerationSession) -> List[str]:
 
 def on_model_loaded(loaded: Any) -> None:
     """A reload that keeps the module objects (same config) must not keep old patches."""
-    detach_all(model.unet_of(loaded))
+    unet = model.unet_or_none(loaded)
+    if unet is not None:
+        detach_all(unet)
 
 
 def on_script_unloaded() -> None:

@@ -103,6 +103,26 @@ def _model_identity(p: Any) -> str:
     return "\n".join(parts)
 
 
+def _probe(denoise: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x0: torch.Tensor, sigmas: torch.Tensor) -> str:
+    """The digest of the denoiser's answer to fixed seeded noise shaped like the latent, at a level of
+    the schedule: one model call through everything that will compute the inversion, so that any
+    change to the model (Token Merging, fp8 weights, another extension's U-Net patch such as FreeU,
+    LoRA, a VAE) keys a new inversion, whether or not anything names it."""
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float32)
+    level = torch.as_tensor(sigmas[len(sigmas) // 2], dtype=torch.float32).to(x0.device)
+    with torch.no_grad():
+        answer = denoise((noise * level).to(device=x0.device, dtype=x0.dtype), level.expand(x0.shape[0]).to(x0.dtype))
+    return tensor_digest(answer)
+
+
+def _seeds_in_latent(p: Any, sources: List[int]) -> str:
+    """The seeds, when they are part of the init latent: the "latent noise" fill of img2img's
+    inpainting puts seeded noise under the mask (processing.py, img2img ``init``)."""
+    if getattr(p, "image_mask", None) is None or getattr(p, "inpainting_fill", None) != 2:
+        return ""
+    return ",".join(str(p.all_seeds[image]) for image in sources)
+
+
 def _init_digest(p: Any) -> str:
     """The init images and everything img2img does to them before encoding. Not the init latent:
     the VAE samples its posterior with the global RNG, so the latent differs from run to run."""
@@ -158,10 +178,6 @@ def install(p: Any, session: GenerationSession, x: Any, noise: Any, c: Any, uc: 
     denoise, conditioning = _denoiser(p, session, sources, c, uc)
     reads = options.inversion_reads()
     p.extra_generation_params[options.READS_INFOTEXT] = reads.value
-    key = InversionKey.create(
-        x0, sigma_sched, sigma_min, model=_model_identity(p), conditioning=conditioning, reads=reads,
-        cfg_scale=session.args.inversion_cfg, content=_init_digest(p), extra={"sources": str(len(sources))},
-    )
     CACHE.max_entries = options.cache_size()
     # ControlNet units shape the inversion through hints the key does not hold: no caching then.
     cache = InversionCache(0) if getattr(network, "control_params", None) else CACHE
@@ -169,6 +185,13 @@ def install(p: Any, session: GenerationSession, x: Any, noise: Any, c: Any, uc: 
     shared.state.job = JOB
     try:
         with _console_progress(len(sigma_sched) - 1) as progress:
+            # The probe costs a model call, which only a cache that can hit pays back.
+            probe = _probe(denoise, x0, sigma_sched) if cache.max_entries else ""
+            key = InversionKey.create(
+                x0, sigma_sched, sigma_min, model=f"{_model_identity(p)}\n{probe}", conditioning=conditioning,
+                reads=reads, cfg_scale=session.args.inversion_cfg, content=_init_digest(p),
+                extra={"sources": str(len(sources)), "seeds": _seeds_in_latent(p, sources)},
+            )
             inverted = invert_cached(
                 cache, key, x0, denoise, progress=progress,
                 interrupted=lambda: shared.state.interrupted or shared.state.skipped,

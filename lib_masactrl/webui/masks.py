@@ -21,8 +21,9 @@ from . import model, options
 PREVIEW_SCALE = 4 * 8
 
 
-def guide_for(p: Any, session: GenerationSession) -> MaskGuide | None:
-    """The batch's masks. Prompt editing (``[a:b:0.5]``) is read at the start step."""
+def guide_for(p: Any, session: GenerationSession, pass_steps: int) -> MaskGuide | None:
+    """The batch's masks for a pass of ``pass_steps`` steps. Prompt editing (``[a:b:0.5]``) is read
+    at the start step."""
     args = session.args
     source_mask, target_mask = (mask_array(mask) for mask in args.user_masks)
     user_masks = {}
@@ -32,7 +33,7 @@ def guide_for(p: Any, session: GenerationSession) -> MaskGuide | None:
     hires = getattr(p, "is_hr_pass", False)
     prompts = p.hr_prompts if hires else p.prompts
     indexes, flat, _ = prompt_parser.get_multicond_prompt_list(prompts)
-    start = session.settings.start_step
+    start = session.start_step_for(pass_steps)
     steps = (p.hr_second_pass_steps or p.steps) if hires else p.steps
     subprompts = [[_prompt_at_step(flat[index], start, steps) for index, _ in image] for image in indexes]
     encoder = model.text_encoder()

@@ -1,4 +1,4 @@
-"""How MasaCtrl tells the WebUI user something, and the error that stops a generation.
+"""How MasaCtrl tells the WebUI user something, and the error that stops an API generation.
 
 A note must reach UI and API users alike. ``p.comment`` shows under the generation info in the UI
 only: the API's ``info`` is ``Processed.js()``, which has no comments (modules/processing.py), but
@@ -32,10 +32,17 @@ class MasaCtrlInputError(HTTPException):
         return self.detail
 
 
+def is_api(p: Any) -> bool:
+    """Whether the generation came through the API (modules/api/api.py sets ``p.is_api``)."""
+    return bool(getattr(p, "is_api", False))
+
+
 def tell_user(p: Any, message: str) -> None:
-    """Show ``message`` under the generation info and as a toast in the UI."""
+    """Show ``message`` under the generation info and, in the UI, as a toast. An API request has no
+    page to show a toast on: there gradio would only add a Python warning to the console."""
     p.comment(message)
-    gr.Warning(message)
+    if not is_api(p):
+        gr.Warning(message)
 
 
 def record_notes(p: Any, notes: Sequence[str]) -> None:

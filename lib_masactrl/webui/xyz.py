@@ -1,6 +1,11 @@
 """The WebUI's built-in X/Y/Z plot (scripts/xyz_grid.py): MasaCtrl's axes, each overriding one of
 the accordion's values for the cells of its row or column, and cells that show what MasaCtrl made.
 
+The plot checks each axis's values with the axis's ``confirm`` before its first cell runs, and
+runs every cell inside a ``try`` that turns an error into a blank cell and a console traceback. So
+MasaCtrl's axes confirm every value against the accordion's other settings, the batch and the
+loaded model's real layer range up front, and a bad one stops the whole plot with its message.
+
 The plot puts ``processed.images[0]`` of each cell into its grid. With a batch grid (the UI's
 default) that is the batch side by side; without one (the API, which sets ``do_not_save_grid``
 unless ``save_images``) it would be the first source, the image MasaCtrl leaves unchanged, and a
@@ -11,14 +16,31 @@ alike.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Sequence
+import logging
+from typing import Any, Callable, Dict, List, Sequence
 
-from modules import images, scripts
+from modules import images, scripts, shared
 
-from ..settings import Mode
+from ..fields import FIELD_BY_NAME, FIELDS, ScriptArgs, parse_args
+from ..layout import LayoutError
+from ..session import GenerationSession
+from ..settings import Mode, SettingsError
+from . import model
+from .messages import MasaCtrlInputError, is_api, record_notes, tell_user
+
+logger = logging.getLogger("masactrl")
 
 PREFIX = "[MasaCtrl] "
 OVERRIDES_ATTRIBUTE = "masactrl_overrides"
+SCRIPT_TITLE = "MasaCtrl"
+
+AXES = (
+    ("start_step", int, None),
+    ("start_layer", int, None),
+    ("mode", str, lambda: [mode.value for mode in Mode]),
+    ("strength", float, None),
+)
+"""The fields the plot can sweep: name, value type, choices."""
 
 
 def overrides(p: Any) -> Dict[str, Any]:
@@ -33,6 +55,52 @@ def _override(name: str) -> Callable[[Any, Any, Any], None]:
     return apply
 
 
+def _accordion_args(p: Any) -> List[Any] | None:
+    """MasaCtrl's own arguments in the plot's ``p``: its slice of ``p.script_args``."""
+    runner = getattr(p, "scripts", None)
+    script = next((s for s in getattr(runner, "alwayson_scripts", None) or () if s.title() == SCRIPT_TITLE), None)
+    if script is None or script.args_from is None:
+        return None
+    return list(getattr(p, "script_args", None) or ())[script.args_from:script.args_to]
+
+
+def _confirm(name: str) -> Callable[[Any, Sequence[Any]], None]:
+    """The axis's ``confirm``: every value must make a generation MasaCtrl can run."""
+    label = f"{PREFIX}{FIELD_BY_NAME[name].label}"
+
+    def confirm(p: Any, values: Sequence[Any]) -> None:
+        args = _accordion_args(p)
+        try:
+            accordion = parse_args(args) if args is not None else ScriptArgs()
+        except SettingsError:
+            return  # the accordion itself is wrong: the first cell says so
+        if not accordion.enabled:
+            return
+        unet = model.loaded_unet()
+        current = {field.name: getattr(accordion, field.name) for field in FIELDS}
+        for value in values:
+            try:
+                cell = parse_args({**current, name: value})
+                if unet is not None:
+                    GenerationSession(cell, p.batch_size, unet)
+            except (SettingsError, LayoutError) as error:
+                _stop_plot(p, f"MasaCtrl: the X/Y/Z plot's {label} value {value!r} cannot be used: {error}")
+                return
+
+    return confirm
+
+
+def _stop_plot(p: Any, reason: str) -> None:
+    """Stop the plot before its first cell: through the API with a 422; in the UI as Interrupt stops
+    it, with the message as the comment and a toast (no traceback, no error box)."""
+    message = f"{reason}. Nothing was generated; fix the axis values or disable MasaCtrl."
+    logger.error(message)
+    if is_api(p):
+        raise MasaCtrlInputError(message)
+    shared.state.interrupted = True
+    tell_user(p, message)
+
+
 PLOT_MODULES = ("xyz_grid.py", "xy_grid.py")
 """The plot script's module names: the WebUI loads script files under their file names."""
 
@@ -42,11 +110,19 @@ def register_axes() -> None:
     xyz = next((data.module for data in scripts.scripts_data if data.script_class.__module__ in PLOT_MODULES), None)
     if xyz is None or any(option.label.startswith(PREFIX) for option in xyz.axis_options):
         return
-    xyz.axis_options.extend([
-        xyz.AxisOption(f"{PREFIX}Start step", int, _override("start_step")),
-        xyz.AxisOption(f"{PREFIX}Start layer", int, _override("start_layer")),
-        xyz.AxisOption(f"{PREFIX}Mode", str, _override("mode"), choices=lambda: [m.value for m in Mode]),
-    ])
+    xyz.axis_options.extend(
+        xyz.AxisOption(f"{PREFIX}{FIELD_BY_NAME[name].label}", kind, _override(name), confirm=_confirm(name),
+                       choices=choices)
+        for name, kind, choices in AXES
+    )
+
+
+def note_ignored(p: Any, cell: Dict[str, Any]) -> None:
+    """A cell whose MasaCtrl axes act on nothing because MasaCtrl is off: say so in its infotext."""
+    names = ", ".join(f"{PREFIX}{FIELD_BY_NAME[name].label}" for name in cell)
+    note = f"the X/Y/Z plot's {names} did nothing: MasaCtrl is off in the accordion"
+    logger.warning("MasaCtrl: %s", note)
+    record_notes(p, [note])
 
 
 def _is_plot_cell(p: Any) -> bool:

@@ -7,9 +7,28 @@ const elements = {};
 const clicks = [];
 function element(id) {
     if (!elements[id]) {
-        elements[id] = {id, title: "", querySelector: () => null, click: () => clicks.push(id)};
+        const listeners = [];
+        elements[id] = {
+            id, title: "", querySelector: () => null, click: () => clicks.push(id), listeners,
+            addEventListener: (type, callback) => listeners.push({type, callback}),
+        };
     }
     return elements[id];
+}
+function titlesNow() {
+    const titles = {};
+    for (const [id, item] of Object.entries(elements)) {
+        if (item.title) {
+            titles[id] = item.title;
+        }
+    }
+    return titles;
+}
+// A radio input inside the layout radio group changes: the event bubbles to the group.
+function chooseLayout(tab, value) {
+    const group = element(`script_${tab}_masactrl_layout`);
+    group.listeners.filter((listener) => listener.type === "change").forEach(
+        (listener) => listener.callback({target: {value}}));
 }
 global.gradioApp = () => ({getElementById: (id) => element(id)});
 const loaded = [];
@@ -30,10 +49,11 @@ loaded.forEach((callback) => callback());
 optionsChange("sd15.safetensors");  // the options arrive once the page has them
 optionsChange("sd15.safetensors");  // another setting changed
 optionsChange("sdxl.safetensors");  // the checkpoint changed
-const titles = {};
-for (const [id, item] of Object.entries(elements)) {
-    if (item.title) {
-        titles[id] = item.title;
-    }
-}
-console.log(JSON.stringify({titles, steps}));
+const titles = titlesNow();
+element("script_txt2img_masactrl_mode").title = "a title of another extension";
+chooseLayout("txt2img", "one source");
+chooseLayout("img2img", "one source");
+const oneSource = titlesNow();
+chooseLayout("txt2img", "pairs");
+const pairsAgain = titlesNow();
+console.log(JSON.stringify({titles, steps, oneSource, pairsAgain}));
