@@ -55,9 +55,12 @@ def axis_index(host, label):
 
 
 def xyz_args(host, label, values):
-    """The plot's positional args: X axis ``label`` over ``values``, nothing on Y and Z, sub images on."""
-    return [axis_index(host, label), values, [], 0, "", [], 0, "", [], True, True, False, False, False,
-            False, False, 0, False]
+    """The plot's positional args: X axis ``label`` over ``values``, nothing on Y and Z, sub images on.
+    An axis with choices takes its values from the dropdown (the plot's third argument)."""
+    index = axis_index(host, label)
+    choices = host.script("X/Y/Z plot").current_axis_options[index].choices is not None
+    listed = [value.strip() for value in values.split(",")] if choices else []
+    return [index, values, listed, 0, "", [], 0, "", [], True, True, False, False, False, False, False, 0, False]
 
 
 # --- 1. X/Y/Z cells state exactly their own settings -------------------------------------------
@@ -192,6 +195,88 @@ def test_a_refusal_in_a_later_process_images_call_on_the_same_p_stays_a_refusal(
     assert generation.state_of(p) is None
 
 
+class StateWatch:
+    """Records, per U-Net call, the generation state MasaCtrl keeps on the ``p`` being sampled."""
+
+    def __init__(self, sd15):
+        from modules import script_callbacks
+
+        self.states = []
+        script_callbacks.on_cfg_denoiser(self.record, name="test_state_watch")
+
+    def record(self, params):
+        from lib_masactrl.webui import generation
+
+        self.states.append(generation.state_of(params.denoiser.p))
+
+    def close(self):
+        from modules import script_callbacks
+
+        script_callbacks.remove_callbacks_for_function(self.record)
+
+
+@pytest.fixture
+def watch(host, sd15):
+    watch = StateWatch(sd15)
+    try:
+        yield watch
+    finally:
+        watch.close()
+
+
+def test_loopback_forces_batch_size_one_and_is_refused_in_the_ui_and_the_api(host, sd15):
+    from refusals import ui_refusal
+
+    before = module_state(sd15)
+    loopback = {"Loopback": [3, 0.5, "Linear", "None"]}
+    processed = host.img2img(photo(), TARGET, steps=4, batch_size=2, denoising_strength=1.0, seed=5,
+                             selected_script="Loopback", script_args={**loopback, "MasaCtrl": accordion(source_prompt="")})
+    assert "MasaCtrl needs an even batch size of at least 2" in ui_refusal(processed)
+    assert module_state(sd15) == before
+    status, body = host.api_img2img({**PAYLOAD, "init_images": [encoded(photo())], "denoising_strength": 1.0,
+                                     "script_name": "Loopback", "script_args": [3, 0.5, "Linear", "None"],
+                                     "alwayson_scripts": {"MasaCtrl": {"args": accordion(source_prompt="")}}})
+    assert status == 422 and "the batch size is 1" in body["detail"]
+    assert module_state(sd15) == before
+
+
+def test_sd_upscale_gives_every_group_of_tiles_a_state_of_its_own(host, sd15, watch):
+    before = module_state(sd15)
+    processed = host.img2img(photo(), TARGET, steps=4, batch_size=2, denoising_strength=1.0, seed=5,
+                             selected_script="SD upscale", script_args={"SD upscale": [None, 0, 1, 2.0],
+                                                                        "MasaCtrl": accordion(source_prompt="")})
+    assert processed.images[0].size == (128, 128)
+    states = [state for state in watch.states if state is not None]
+    distinct = list({id(state): state for state in states}.values())
+    assert len(distinct) == 2 and all(state.session is not None for state in states)  # 4 tiles, 2 per call
+    assert all(state.closed for state in distinct)
+    assert module_state(sd15) == before
+
+
+def test_the_batch_tab_with_png_info_stops_at_the_image_masactrl_refuses(host, sd15, watch):
+    """The second image's own prompt lacks the target subject word: its generation is refused, and
+    does not run with the first image's session."""
+    from modules import img2img
+    from modules.processing import create_infotext  # noqa: F401  (the tab reads the images' own infotexts)
+
+    def with_prompt(prompt, seed):
+        picture = photo(seed=seed)
+        picture.info["parameters"] = f"{prompt}\nSteps: 4, Sampler: Euler, Seed: 5, Size: 64x64"
+        return picture
+
+    before = module_state(sd15)
+    masks = dict(source_prompt="a dog", mask_mode="subject words", mask_words="dog")
+    host.img2img(None, "", steps=4, batch_size=2, denoising_strength=1.0, seed=5,
+                 batch_images=[with_prompt("a dog running", 0), with_prompt("a cat running", 1)],
+                 use_png_info=True, png_info_props=["Prompt"],
+                 script_args={"MasaCtrl": accordion(**masks)})
+    first, *rest = img2img.batch_results
+    assert len(first.images[first.index_of_first_image:]) == 2 and first.all_prompts == ["a dog", "a dog running"]
+    assert len(rest) == 1 and rest[0].images == [] and "subject word 'dog' is not in the target prompt" in rest[0].comments
+    assert len({id(state) for state in watch.states if state is not None}) == 1  # only the first image was sampled
+    assert module_state(sd15) == before
+
+
 # --- 6. refusals are quiet ---------------------------------------------------------------------
 
 
@@ -311,7 +396,8 @@ def test_the_animation_is_an_image_that_keeps_its_frames_and_is_saved_by_the_web
     from modules import images, shared
 
     shared.opts.samples_save = True
-    sequence = dict(layout="one source", start_step=1, start_layer=0, animation="webp", fps=4)
+    sequence = dict(layout="one source", start_step=1, start_layer=0, animation="webp", fps=4,
+                    target_prompts="a corgi\na cat\na fox")  # other frames: an animation keeps each once
     processed = host.txt2img(TARGET, steps=4, width=64, height=64, batch_size=4, seed=7,
                              script_args={"MasaCtrl": accordion(**sequence)})
     assert all(isinstance(image, Image.Image) for image in processed.images)
@@ -368,13 +454,10 @@ def test_send_to_copies_no_masactrl_setting(host):
 def test_pasted_settings_open_their_section(host):
     import gradio as gr
 
-    script = host.script("MasaCtrl")
-    sections = [component for component, key in script.infotext_fields if isinstance(component, gr.Accordion)]
-    assert [section.label for section in sections] == ["Masks", "Layout and sequences"]
     processed = generate(host, batch_size=4, layout="one source", animation="none")
-    updates = dict((id(component), update) for component, update in host.paste_infotext(
-        processed.infotexts[processed.index_of_first_image]))
-    assert updates[id(sections[1])].get("open") is True and "open" not in updates[id(sections[0])]
+    updates = {component.label: update for component, update in host.paste_infotext(
+        processed.infotexts[processed.index_of_first_image]) if isinstance(component, gr.Accordion)}
+    assert updates["Layout and sequences"].get("open") is True and "open" not in updates["Masks"]
 
 
 # --- 12, 15, 17. texts and visibility --------------------------------------------------------------
@@ -444,17 +527,18 @@ def test_the_automatic_start_step_is_the_papers_share():
 # --- 10, 18. a model or a WebUI MasaCtrl cannot drive ------------------------------------------------
 
 
-def test_an_unusual_model_with_masactrl_off_is_left_alone_and_with_it_on_is_refused(host, monkeypatch, caplog):
-    from modules import errors, shared
+def test_an_unusual_model_with_masactrl_off_is_left_alone_and_with_it_on_is_refused(host, caplog):
+    from modules import errors
 
     class OtherModel:
         """A model without an ldm U-Net (another architecture)."""
 
-    monkeypatch.setattr(shared.sd_model, "model", OtherModel())
+        model = types.SimpleNamespace(transformer=torch.nn.Linear(2, 2))
+
     reports = len(errors.reports)
     from lib_masactrl.webui import generation
 
-    p = types.SimpleNamespace(sd_model=shared.sd_model, extra_generation_params={}, comments=[], is_api=True,
+    p = types.SimpleNamespace(sd_model=OtherModel(), extra_generation_params={}, comments=[], is_api=True,
                               close=lambda: None, comment=lambda text: p.comments.append(text))
     with caplog.at_level(logging.INFO, logger="masactrl"):
         generation.start(p, accordion(enabled=False))

@@ -21,10 +21,11 @@ from typing import Any, Callable, Dict, List, Sequence
 
 from modules import images, scripts, shared
 
-from ..fields import FIELD_BY_NAME, FIELDS, ScriptArgs, parse_args
+from ..fields import AUTO_LAYER, FIELD_BY_NAME, FIELDS, ScriptArgs, parse_args
+from ..layers import LayerMap
 from ..layout import LayoutError
 from ..session import GenerationSession
-from ..settings import Mode, SettingsError
+from ..settings import MasaCtrlSettings, Mode, SettingsError
 from . import model
 from .messages import MasaCtrlInputError, is_api, record_notes, tell_user
 
@@ -77,9 +78,13 @@ def _confirm(name: str) -> Callable[[Any, Sequence[Any]], None]:
         if not accordion.enabled:
             return
         unet = model.loaded_unet()
+        layers = LayerMap.from_unet(unet) if unet is not None else None
         current = {field.name: getattr(accordion, field.name) for field in FIELDS}
         for value in values:
             try:
+                if name == "start_layer" and layers is not None and isinstance(value, int) and value != AUTO_LAYER:
+                    # the loaded model's own range, which is narrower than what any model allows
+                    MasaCtrlSettings(start_layer=max(value, 0)).schedule(len(layers), None, layers.family)
                 cell = parse_args({**current, name: value})
                 if unet is not None:
                     GenerationSession(cell, p.batch_size, unet)

@@ -537,18 +537,24 @@ class WebUIHost:
         script_args=None,
         selected_script=None,
         raise_errors=True,
+        batch_images=None,
+        use_png_info=False,
+        png_info_props=(),
     ):
-        """Press Generate on the img2img tab (mode 0) or the "Inpaint upload" tab (mode 4, when a mask
-        is given). Arguments as in the UI (inpainting_fill 1 = "original", inpaint_full_res False =
-        "Whole picture"); the others as in txt2img."""
+        """Press Generate on the img2img tab (mode 0), the "Inpaint upload" tab (mode 4, when a mask
+        is given) or the "Batch" tab (mode 5, when ``batch_images`` are given: uploaded images, each
+        optionally lending the ``png_info_props`` of its own infotext). Arguments as in the UI
+        (inpainting_fill 1 = "original", inpaint_full_res False = "Whole picture"); the others as in
+        txt2img. The Batch tab returns an empty result, as the real one does; what it made is in
+        ``modules.img2img.batch_results``."""
         if mode is None:
-            mode = 4 if mask is not None else 0
+            mode = 5 if batch_images is not None else 4 if mask is not None else 0
         # img2img.img2img's arguments up to the script args; "" / [] / "upload" are the batch tab's
         fields = [mode, prompt, negative_prompt, list(styles), init_image if mode == 0 else None, None, None, None, None]
         fields += [init_image if mode == 4 else None, mask, mask_blur, mask_alpha, inpainting_fill, n_iter, batch_size]
         fields += [cfg_scale, image_cfg_scale, denoising_strength, 0, height, width, 1.0, resize_mode, inpaint_full_res]
         fields += [inpaint_full_res_padding, inpainting_mask_invert, "", "", "", list(override_settings_texts)]
-        fields += [False, [], "", "upload", []]
+        fields += [use_png_info, list(png_info_props), "", "upload", list(batch_images or [])]
         return self._generate(modules.img2img, "img2img", fields, _GenerateArgs(**_common_args(locals())))
 
     def _generate(self, module, tab, fields, args):

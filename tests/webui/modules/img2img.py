@@ -1,8 +1,10 @@
 """Stand-in for ``modules/img2img.py`` of the WebUI v1.10.1: what the img2img tab's Generate button runs.
 
-Simplified: the inpaint-sketch mode (3) and batch mode (5) raise NotImplementedError. Images are PIL
+Simplified: the inpaint-sketch mode (3) raises NotImplementedError; the Batch tab (mode 5) takes
+uploaded images only (no input, output, mask or PNG-info folders) and writes nothing. Images are PIL
 images, or {"image", "mask"} for the inpaint editor, as gradio passes them.
-Stand-in addition: ``last_processed`` holds the Processed of the last call."""
+Stand-in additions: ``last_processed`` holds the Processed of the last call, ``batch_results`` the
+Processed of each image of the last Batch run."""
 
 from __future__ import annotations
 
@@ -12,6 +14,11 @@ from modules.shared import opts
 from modules.txt2img import generation_outputs, run_generation
 
 last_processed = None
+batch_results: list = []
+
+PNG_INFO_PROPS = {"Prompt": "prompt", "Negative prompt": "negative_prompt", "Seed": "seed", "CFG scale": "cfg_scale",
+                  "Steps": "steps", "Sampler": "sampler_name"}
+"""The parameters the Batch tab may take from each image's own infotext, and the fields they set."""
 
 # The tab's inputs ahead of the script inputs, in the order the UI sends them (modules/ui.py).
 UI_FIELDS = (
@@ -34,8 +41,10 @@ def _picture_and_mask(values: dict):
     """The init image and mask of the selected mode: 0 img2img, 1 sketch, 2 inpaint (the editor's
     strokes as a binary mask), 4 inpaint upload."""
     mode = values["mode"]
-    if mode in (3, 5):
-        raise NotImplementedError(f"stand-in: img2img mode {mode} (inpaint sketch / batch) is not implemented")
+    if mode == 3:
+        raise NotImplementedError("stand-in: img2img mode 3 (inpaint sketch) is not implemented")
+    if mode == 5:
+        return None, None
     if mode == 2:
         editor = values["init_img_with_mask"]
         return editor["image"], processing.create_binary_mask(editor["mask"])
@@ -66,5 +75,41 @@ def img2img(id_task: str, request, *args):
     p.scripts = scripts.scripts_img2img
     p.script_args = args[len(UI_FIELDS):]
     p.user = getattr(request, "username", None)
-    last_processed = run_generation(p, scripts.scripts_img2img)
+    if values["mode"] == 5:
+        last_processed = _run_batch(p, values)
+    else:
+        last_processed = run_generation(p, scripts.scripts_img2img)
     return generation_outputs(last_processed)
+
+
+def _run_batch(p, values: dict) -> processing.Processed:
+    """img2img.py ``process_batch`` for uploaded images: one generation per image on the same ``p``
+    (its init images that image, repeated over the batch), the image's own infotext lending the
+    chosen parameters; it stops when the user interrupts. The result shown is empty (the real one
+    writes the images to the output folder)."""
+    from contextlib import closing
+
+    from modules import shared
+    from modules.infotext_utils import parse_generation_parameters
+
+    batch_results.clear()
+    uploads = list(values["img2img_batch_upload"])
+    base = {field: getattr(p, field) for field in PNG_INFO_PROPS.values()}
+    shared.state.job_count = len(uploads) * p.n_iter
+    with closing(p):
+        for upload in uploads:
+            if shared.state.interrupted:
+                break
+            picture = images.fix_image(upload)
+            p.init_images = [picture] * p.batch_size
+            for field, value in base.items():
+                setattr(p, field, value)
+            if values["img2img_batch_use_png_info"]:
+                own = parse_generation_parameters(upload.info.get("parameters", ""))
+                for key in values["img2img_batch_png_info_props"]:
+                    if key in own:
+                        field = PNG_INFO_PROPS[key]
+                        setattr(p, field, type(base[field])(own[key]) if base[field] is not None else own[key])
+            processed = scripts.scripts_img2img.run(p, *p.script_args)
+            batch_results.append(processed if processed is not None else processing.process_images(p))
+    return processing.Processed(p, [], p.seed, "")
