@@ -1,8 +1,8 @@
 """Stand-in for modules/devices.py on a CPU-only machine: the device and dtypes the WebUI computes with.
 
 Everything runs on the CPU in float32, which is the case where the real autocast helpers do nothing,
-and there is no accelerator cache to empty. modules/rng.py adds the noise functions (``randn`` and
-friends) to this module, as the real one does."""
+and there is no accelerator cache to empty. The real module's noise functions (``randn`` and friends)
+are left out: the stand-in's modules/rng.py draws its noise itself."""
 
 import contextlib
 
