@@ -1,0 +1,1 @@
+"""The real-host tier: MasaCtrl's user scenarios against a running WebUI (see conftest.py)."""
