@@ -131,12 +131,17 @@ def check_map_count(maps: Sequence[np.ndarray], pairing: Pairing, images: int) -
     targets = pairing.targets_in(images)
     if len(maps) < targets:
         raise SettingsError(
-            f"{len(maps)} control maps were given for the {targets} targets of this generation (batch size x batch "
+            f"{_maps(len(maps))} given for the {targets} targets of this generation (batch size x batch "
             "count): give one map per target, or make fewer targets"
         )
     if len(maps) > targets:
-        return f"{len(maps)} control maps were given for {targets} targets: maps {targets + 1}-{len(maps)} are not used"
+        unused = f"map {len(maps)} is" if len(maps) == targets + 1 else f"maps {targets + 1}-{len(maps)} are"
+        return f"{_maps(len(maps))} given for {targets} targets: {unused} not used"
     return None
+
+
+def _maps(count: int) -> str:
+    return f"{count} control map{'s were' if count != 1 else ' was'}"
 
 
 def unit_maps(p: Any, pairing: Pairing, args: ScriptArgs, maps: Sequence[np.ndarray]) -> UnitMaps:

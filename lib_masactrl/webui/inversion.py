@@ -138,19 +138,24 @@ def _init_digest(p: Any) -> str:
 
 @contextlib.contextmanager
 def _console_progress(total: int) -> Iterator[Callable[[int, int], None]]:
-    """Progress of the inversion in the WebUI's progress bar and the console."""
-    bar = tqdm.tqdm(total=total, desc=JOB, disable=shared.opts.data.get("disable_console_progressbars", False))
+    """Progress of the inversion in the WebUI's progress bar and the console. The console's bar
+    starts with the first inversion step, so that an inversion taken from the cache leaves none."""
+    bars: List[Any] = []
     shared.state.sampling_steps = total
     shared.state.sampling_step = 0
 
     def progress(step: int, steps: int) -> None:
         shared.state.sampling_step = step
-        bar.update(1)
+        if not bars:
+            bars.append(tqdm.tqdm(total=total, desc=JOB,
+                                  disable=shared.opts.data.get("disable_console_progressbars", False)))
+        bars[0].update(1)
 
     try:
         yield progress
     finally:
-        bar.close()
+        for bar in bars:
+            bar.close()
 
 
 def install(p: Any, session: GenerationSession, x: Any, noise: Any, c: Any, uc: Any, network: Any) -> None:
