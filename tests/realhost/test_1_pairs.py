@@ -4,15 +4,20 @@ MasaCtrl, the targets are changed by it, and every image's infotext tells what m
 from __future__ import annotations
 
 from realhost.webui_api import (
+    CONTROLLED,
     SEED,
     SOURCE_PROMPT,
     TARGET_PROMPT,
     Generation,
+    WebUI,
     assert_close,
     assert_different,
     infotext_prompt,
     infotext_values,
+    masactrl_args,
     masactrl_settings,
+    mean_difference,
+    payload,
 )
 
 
@@ -40,3 +45,18 @@ def test_each_infotext_holds_its_own_prompt_and_seed_and_the_settings(mutual_pai
         settings = masactrl_settings(text)
         assert (settings["enabled"], settings["source_prompt"], settings["start_step"], settings["start_layer"]) == (
             "True", SOURCE_PROMPT, "0", "0")
+
+
+def test_strength_zero_is_the_plain_target_and_a_half_lies_between(webui: WebUI, mutual_pairs: Generation,
+                                                                   plain_targets: Generation,
+                                                                   plain_before: Generation) -> None:
+    """Strength blends each target's controlled self-attention with its own: 0 takes nothing from
+    the source, 1 (the default) is the paper's control; the source stays the plain image either way."""
+    zero, half = (webui.generate(payload(masactrl=masactrl_args(source_prompt=SOURCE_PROMPT, strength=strength,
+                                                                **CONTROLLED))) for strength in (0.0, 0.5))
+    for result in (zero, half):
+        assert_close(result.rgb(0), plain_before.rgb(0), "source vs the plain run")
+    assert_close(zero.rgb(1), plain_targets.rgb(0), "the target at strength 0 vs the plain run of its prompt and seed")
+    halfway = mean_difference(half.rgb(1), plain_targets.rgb(0))
+    assert 0 < halfway < mean_difference(mutual_pairs.rgb(1), plain_targets.rgb(0))
+    assert masactrl_settings(half.infotexts[1])["strength"] == "0.5"

@@ -72,7 +72,7 @@ CONTROLNET_REFUSALS = {
     "per unit list longer than the units": (
         {"controlnet": "per unit", "controlnet_units": "source, target"}, 2, ["2 ControlNet assignments", "1 enabled"]),
     "unknown per unit entry": ({"controlnet": "per unit", "controlnet_units": "sources"}, 2, ["'sources'"]),
-    "fewer maps than targets": ({"layout": "one source", "control_maps": [BLANK]}, 3, ["1 control maps", "2 targets"]),
+    "fewer maps than targets": ({"layout": "one source", "control_maps": [BLANK]}, 3, ["1 control map was given", "2 targets"]),
     "maps for a unit not enabled": (
         {"layout": "one source", "control_maps": [BLANK, BLANK], "control_maps_unit": 2}, 3, ["unit 2", "1 unit is enabled"]),
 }
@@ -87,7 +87,6 @@ def test_a_controlnet_setting_that_does_not_fit_the_units_is_refused(serving: We
     refused_by_name(serving, body, fragments)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 17: the API accepts a control maps folder, a path on the WebUI's machine")
 def test_a_server_path_is_refused_from_the_api(serving: WebUI, controlnet_model: str) -> None:
     """An API client must not learn what the WebUI's machine holds: a folder that exists and one
     that does not get the same refusal."""
