@@ -301,16 +301,26 @@ def test_an_api_refusal_adds_no_python_warning(host):
     assert [str(item.message) for item in caught if "MasaCtrl" in str(item.message)] == []
 
 
-def test_a_refused_generation_never_starts_the_sampler(host, sd15):
-    """Refused in ``process``: nothing is sampled, so no progress bar is left half drawn."""
-    calls = []
+def test_a_refused_generation_never_starts_the_sampler(host, sd15, monkeypatch):
+    """Refused in ``process``, or through the API while a pass is prepared: the sampler never
+    starts, so no progress bar is left half drawn."""
+    from modules import sd_samplers_common
+
+    calls, started = [], []
+    launch = sd_samplers_common.Sampler.launch_sampling
+    monkeypatch.setattr(sd_samplers_common.Sampler, "launch_sampling",
+                        lambda self, steps, func: started.append(steps) or launch(self, steps, func))
     handle = sd15.register_forward_pre_hook(lambda module, inputs: calls.append(1))
     try:
         generate(host, batch_size=3)
         host.api_txt2img({**PAYLOAD, "batch_size": 3, "alwayson_scripts": {"MasaCtrl": {"args": accordion()}}})
+        option = host.add_sd_unet("[TRT] tiny")  # refused while the pass is prepared
+        status, body = host.api_txt2img({**PAYLOAD, "alwayson_scripts": {"MasaCtrl": {"args": accordion()}}})
+        host.remove_sd_unet(option)
     finally:
         handle.remove()
-    assert calls == []
+    assert status == 422 and "SD Unet replacement" in body["detail"]
+    assert calls == [] and started == []
 
 
 # --- 7. building the UI never loads a model ------------------------------------------------------

@@ -45,6 +45,8 @@ class GenerationState:
         self.noise_watch: sampling.NoiseWatch | None = None
         self.maps: Any = None
         """The control maps, read once for the generation."""
+        self.sampler: Any = None
+        """A sampler made to refuse: its own ``launch_sampling`` is given back at the close."""
         self.closed = False
 
     def refuse(self, reason: str) -> None:
@@ -64,6 +66,12 @@ class GenerationState:
         if is_api(self.p):
             error = MasaCtrlInputError(message)
             self.p.sample = _raiser(error)
+            # Refused while a pass is being prepared: the sampler exists and has not started, so it
+            # stops before its progress bar does; the U-Net's guard stops anything else.
+            sampler = getattr(self.p, "sampler", None)
+            if sampler is not None:
+                sampler.launch_sampling = _raiser(error)
+                self.sampler = sampler
             if self.unet is not None:
                 stop_on_next_call(self.unet, error)
             return
@@ -86,6 +94,8 @@ class GenerationState:
             controlnet.release(self.p)
         finally:
             vars(self.p).pop("sample", None)
+            if self.sampler is not None:
+                vars(self.sampler).pop("launch_sampling", None)
 
 
 def _raiser(error: Exception) -> Any:
