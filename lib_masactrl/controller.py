@@ -282,7 +282,8 @@ class MasaCtrlController:
             return
         with torch.no_grad():
             for i, image, positions in request.rows:
-                self.masks.add_map(image, subject_attention(q[i], k[i], heads, self.indexes.rows(positions, q.device)), request.grid)
+                subject = self.indexes.rows(positions, q.device)
+                self.masks.add_map(image, subject_attention(q[i], k[i], heads, subject), request.grid)
         self.stats.map_captures += 1
 
     def _parse(

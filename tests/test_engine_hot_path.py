@@ -19,7 +19,7 @@ from test_masks import user_guide
 from tiny_unets import sd15_unet
 
 import lib_masactrl
-from lib_masactrl import MaskGuide, MasaCtrlSettings, StepLayout, attach
+from lib_masactrl import MasaCtrlSettings, MaskGuide, StepLayout, attach
 from lib_masactrl.controlnet_rows import UnitMaps, restrict_units
 
 ENGINE = str(pathlib.Path(lib_masactrl.__file__).resolve().parent)

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 from engine_helpers import module_state
-from refusals import ui_refusal
 from PIL import Image
+from refusals import ui_refusal
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TARGET = "a photo of a corgi running on the beach"

@@ -7,11 +7,10 @@ import base64
 import io
 
 import numpy as np
-import pytest
 import torch
 from engine_helpers import module_state
-from refusals import ui_refusal
 from PIL import Image
+from refusals import ui_refusal
 
 from lib_masactrl.fields import FIELDS
 

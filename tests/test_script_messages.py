@@ -10,7 +10,6 @@ import json
 import logging
 
 import numpy as np
-import pytest
 import torch
 from engine_helpers import module_state
 from PIL import Image

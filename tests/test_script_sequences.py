@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 from engine_helpers import module_state
-from refusals import ui_refusal
 from PIL import Image
+from refusals import ui_refusal
 from webui_reference import engine_reference
 
 SOURCE = "a knight in red armour standing"

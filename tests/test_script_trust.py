@@ -168,9 +168,8 @@ def test_the_folder_is_not_in_the_infotext_and_hidden_under_hide_ui_dir_config(h
 def test_a_refusal_in_a_later_process_images_call_on_the_same_p_stays_a_refusal(host, sd15):
     """Loopback, SD upscale and the img2img Batch tab run ``process_images`` again on one ``p``: the
     second call must not inherit the first call's session."""
-    from modules import processing, shared
-
     from lib_masactrl.webui import generation
+    from modules import processing, shared
 
     runner = host.runner(is_img2img=True)
     script = host.script("MasaCtrl", is_img2img=True)
@@ -339,9 +338,8 @@ def test_building_the_ui_and_reloading_never_ask_for_a_model(host, monkeypatch):
 
 
 def test_without_a_loaded_model_the_sliders_keep_every_models_range(host, monkeypatch):
-    from modules import sd_models
-
     from lib_masactrl.webui.ui import layer_ranges
+    from modules import sd_models
 
     monkeypatch.setattr(sd_models.model_data, "sd_model", None)
     assert layer_ranges() == ({"__type__": "generic_update"}, {"__type__": "generic_update"})

@@ -9,9 +9,9 @@ from __future__ import annotations
 import sys
 import textwrap
 import traceback
-from typing import List, Optional, Tuple
+from typing import List, Tuple
 
-reports: List[Tuple[str, Optional[BaseException]]] = []
+reports: List[Tuple[str, BaseException | None]] = []
 
 
 def report(message: str, *, exc_info: bool = False) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 extensions: List[Extension] = []
 """Registered extensions, in registration order: the order their scripts load in."""
@@ -31,7 +31,7 @@ class Extension:
         return self.name.lower()
 
 
-def register_extension(path: str, *, name: Optional[str] = None, is_builtin: bool = False) -> Extension:
+def register_extension(path: str, *, name: str | None = None, is_builtin: bool = False) -> Extension:
     """Stand-in for the real extensions.list_extensions finding one folder: append it to ``extensions``."""
     path = os.path.realpath(path)
     extension = Extension(name or os.path.basename(path), path, is_builtin=is_builtin)
@@ -52,7 +52,7 @@ def active() -> List[Extension]:
     return [extension for extension in extensions if extension.enabled]
 
 
-def find_extension(filename: str) -> Optional[Extension]:
+def find_extension(filename: str) -> Extension | None:
     """extensions.py find_extension: the registered extension whose folder holds ``filename``, looking in
     each parent folder in turn; None for a file of the WebUI itself."""
     folder = os.path.dirname(os.path.realpath(filename))

@@ -7,7 +7,7 @@ none of the real checks that only apply with command-line flags the stand-in doe
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict
 
 from modules import errors
 from modules.util import keep_arguments
@@ -19,7 +19,7 @@ class OptionInfo:
     that key sets the setting)."""
 
     def __init__(self, default=None, label="", component=None, component_args=None, onchange=None, section=None, *,
-                 infotext: Optional[str] = None, category_id: Optional[str] = None):
+                 infotext: str | None = None, category_id: str | None = None):
         keep_arguments(self, locals())
         self.comment_after = ""
 

@@ -30,7 +30,7 @@ import os
 import re
 import sys
 from collections import namedtuple
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, List
 
 import gradio as gr
 
@@ -87,11 +87,11 @@ class Script:
 
     # set by the runner (name: the lowercase title, once the script has a UI)
     name = filename = tabname = group = controls = api_info = None
-    args_from: Optional[int] = None
-    args_to: Optional[int] = None
+    args_from: int | None = None
+    args_to: int | None = None
     alwayson = is_txt2img = is_img2img = False
     # a subclass's choices
-    section: Optional[str] = None
+    section: str | None = None
     create_group = True
     setup_for_ui_only = False
     infotext_fields = paste_field_names = None
@@ -279,7 +279,7 @@ _HOOKS = (
 _COMPONENT_HOOKS = ("before_component", "after_component")
 
 
-def _instantiate(data: ScriptClassData) -> Optional[Script]:
+def _instantiate(data: ScriptClassData) -> Script | None:
     try:
         return data.script_class()
     except Exception:
@@ -461,7 +461,7 @@ for _method_name in _HOOKS:
     setattr(ScriptRunner, _method_name, _hook_runner(_method_name))
 
 
-scripts_txt2img: Optional[ScriptRunner] = None
-scripts_img2img: Optional[ScriptRunner] = None
-scripts_current: Optional[ScriptRunner] = None
+scripts_txt2img: ScriptRunner | None = None
+scripts_img2img: ScriptRunner | None = None
+scripts_current: ScriptRunner | None = None
 """The runner whose tab the UI is building (its component hooks fire), None otherwise."""

@@ -5,7 +5,6 @@ import sys
 
 import modules.shared  # noqa: F401 - importing shared_items from shared: the module being set up
 
-
 _BUILTIN_SECTIONS = tuple(
     "prompt image inpaint sampler accordions checkboxes dimensions cfg denoising seed batch override_settings".split()
 )
