@@ -508,6 +508,9 @@ class WebUIHost:
         *,
         mask=None,
         mode=None,
+        batch_images=None,
+        use_png_info=False,
+        png_info_props=(),
         steps=4,
         sampler_name="Euler",
         scheduler="Automatic",
@@ -537,9 +540,6 @@ class WebUIHost:
         script_args=None,
         selected_script=None,
         raise_errors=True,
-        batch_images=None,
-        use_png_info=False,
-        png_info_props=(),
     ):
         """Press Generate on the img2img tab (mode 0), the "Inpaint upload" tab (mode 4, when a mask
         is given) or the "Batch" tab (mode 5, when ``batch_images`` are given: uploaded images, each

@@ -22,12 +22,6 @@ CURVES = {
 
 
 class Script(scripts.Script):
-    def title(self):
-        return "Loopback"
-
-    def show(self, is_img2img):
-        return is_img2img
-
     def ui(self, is_img2img):
         return [
             gr.Slider(minimum=1, maximum=32, step=1, label="Loops", value=4, elem_id=self.elem_id("loops")),
@@ -62,3 +56,10 @@ class Script(scripts.Script):
             if shared.state.interrupted:
                 break
         return Processed(p, kept, p.seed, infotexts[0] if infotexts else "", infotexts=infotexts)
+
+    def title(self):
+        return "Loopback"
+
+    def show(self, is_img2img):
+        """A selectable script of the img2img tab only."""
+        return is_img2img

@@ -27,12 +27,6 @@ def tiles(size, tile, overlap):
 
 
 class Script(scripts.Script):
-    def title(self):
-        return "SD upscale"
-
-    def show(self, is_img2img):
-        return is_img2img
-
     def ui(self, is_img2img):
         return [
             gr.HTML("<p>Will upscale the image by the selected scale factor; use width and height to set tile size</p>"),
@@ -63,3 +57,10 @@ class Script(scripts.Script):
         for (x, y), result in zip(corners, results):
             big.paste(result, (x, y))
         return Processed(p, [big], p.seed, "")
+
+    def title(self):
+        return "SD upscale"
+
+    def show(self, is_img2img):
+        """A selectable script of the img2img tab only."""
+        return is_img2img
