@@ -29,7 +29,7 @@ LAST = "realhost_last"
 """Marker of the tests that must run after every other real-host scenario of the session."""
 SKIP_REASON = (
     f"{URL_VARIABLE} is not set: the real-host tier needs a running WebUI with this extension "
-    f"(README.md, Developers, 'Real-host tests')"
+    f"(README.md, Developers; docs/development.md, 'Real-host tests')"
 )
 
 SIZE = 64
