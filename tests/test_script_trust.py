@@ -194,33 +194,23 @@ def test_a_refusal_in_a_later_process_images_call_on_the_same_p_stays_a_refusal(
     assert generation.state_of(p) is None
 
 
-class StateWatch:
-    """Records, per U-Net call, the generation state MasaCtrl keeps on the ``p`` being sampled."""
-
-    def __init__(self, sd15):
-        from modules import script_callbacks
-
-        self.states = []
-        script_callbacks.on_cfg_denoiser(self.record, name="test_state_watch")
-
-    def record(self, params):
-        from lib_masactrl.webui import generation
-
-        self.states.append(generation.state_of(params.denoiser.p))
-
-    def close(self):
-        from modules import script_callbacks
-
-        script_callbacks.remove_callbacks_for_function(self.record)
-
-
 @pytest.fixture
-def watch(host, sd15):
-    watch = StateWatch(sd15)
+def watch(host):
+    """Per denoiser call, the generation state MasaCtrl keeps on the ``p`` being sampled."""
+    from modules import script_callbacks
+
+    from lib_masactrl.webui import generation
+
+    states = []
+
+    def record(params):
+        states.append(generation.state_of(params.denoiser.p))
+
+    script_callbacks.on_cfg_denoiser(record, name="test_state_watch")
     try:
-        yield watch
+        yield states
     finally:
-        watch.close()
+        script_callbacks.remove_callbacks_for_function(record)
 
 
 def test_loopback_forces_batch_size_one_and_is_refused_in_the_ui_and_the_api(host, sd15):
@@ -245,7 +235,7 @@ def test_sd_upscale_gives_every_group_of_tiles_a_state_of_its_own(host, sd15, wa
                              selected_script="SD upscale", script_args={"SD upscale": [None, 0, 1, 2.0],
                                                                         "MasaCtrl": accordion(source_prompt="")})
     assert processed.images[0].size == (128, 128)
-    states = [state for state in watch.states if state is not None]
+    states = [state for state in watch if state is not None]
     distinct = list({id(state): state for state in states}.values())
     assert len(distinct) == 2 and all(state.session is not None for state in states)  # 4 tiles, 2 per call
     assert all(state.closed for state in distinct)
@@ -272,7 +262,7 @@ def test_the_batch_tab_with_png_info_stops_at_the_image_masactrl_refuses(host, s
     first, *rest = img2img.batch_results
     assert len(first.images[first.index_of_first_image:]) == 2 and first.all_prompts == ["a dog", "a dog running"]
     assert len(rest) == 1 and rest[0].images == [] and "subject word 'dog' is not in the target prompt" in rest[0].comments
-    assert len({id(state) for state in watch.states if state is not None}) == 1  # only the first image was sampled
+    assert len({id(state) for state in watch if state is not None}) == 1  # only the first image was sampled
     assert module_state(sd15) == before
 
 
