@@ -197,9 +197,8 @@ def test_a_refusal_in_a_later_process_images_call_on_the_same_p_stays_a_refusal(
 @pytest.fixture
 def watch(host):
     """Per denoiser call, the generation state MasaCtrl keeps on the ``p`` being sampled."""
-    from modules import script_callbacks
-
     from lib_masactrl.webui import generation
+    from modules import script_callbacks
 
     states = []
 
