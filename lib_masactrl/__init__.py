@@ -1,6 +1,6 @@
 """MasaCtrl engine: mutual self-attention control for ldm/sgm U-Nets.
 
-Host-independent: it imports torch, einops and numpy only, never the WebUI's ``modules``, and
+Host-independent: it imports torch and numpy only, never the WebUI's ``modules``, and
 importing it changes nothing. A host builds :class:`MasaCtrlSettings`, calls :func:`attach` on
 its U-Net, reports each denoiser call with :meth:`MasaCtrlController.begin_step`, and detaches.
 """

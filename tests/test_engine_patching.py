@@ -20,7 +20,7 @@ from lib_masactrl.patching import PATCH_MARKER
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 ALLOWED_IMPORTS = {
-    "torch", "einops", "numpy", "__future__", "typing", "dataclasses", "enum", "logging", "collections", "hashlib",
+    "torch", "numpy", "__future__", "typing", "dataclasses", "enum", "logging", "collections", "hashlib",
     "threading", "math",
 }
 
