@@ -29,50 +29,86 @@ pass and layout, so that a controlled call copies nothing from the host.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Sequence, Tuple, Union
 
 import torch
 
 from .indexes import DeviceIndexes
 from .settings import Mode
 
-AttentionCall = Callable[..., torch.Tensor]
+
+@dataclass(frozen=True)
+class KeyValues:
+    """Keys and values already projected, for hosts that hand over q, k and v instead of calling a
+    forward with a context (Forge's attention replace patches): rows and tokens of both are
+    selected and joined together, so that every equation below works on either."""
+
+    keys: torch.Tensor
+    values: torch.Tensor
+
+    def index_select(self, dim: int, index: torch.Tensor) -> "KeyValues":
+        return KeyValues(self.keys.index_select(dim, index), self.values.index_select(dim, index))
+
+    @property
+    def device(self) -> torch.device:
+        return self.keys.device
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.keys.shape
+
+
+Sources = Union[torch.Tensor, KeyValues]
+"""What a row's keys and values come from: a context tensor, which the host's forward projects
+(ldm/sgm), or projected keys and values (:class:`KeyValues`)."""
+
+Attend = Callable[[torch.Tensor, Sources | None], torch.Tensor]
+"""The host's attention over some rows: ``attend(queries, sources)`` with the rows' queries (or the
+hidden states they are projected from) and their keys' and values' sources; ``None`` means the
+rows' own, plain self-attention."""
+
+
+def join(parts: Sequence[Sources], dim: int) -> Sources:
+    """Sources joined along rows (``dim`` 0) or tokens (``dim`` 1)."""
+    if isinstance(parts[0], KeyValues):
+        return KeyValues(torch.cat([part.keys for part in parts], dim), torch.cat([part.values for part in parts], dim))
+    return torch.cat(list(parts), dim)
+
+
+def _rows_of(sources: Sources | None, index: torch.Tensor) -> Sources | None:
+    return None if sources is None else sources.index_select(0, index)
 
 
 def controlled_self_attention(
-    call: AttentionCall,
-    x: torch.Tensor,
-    context: torch.Tensor | None,
-    bank: torch.Tensor,
+    attend: Attend,
+    queries: torch.Tensor,
+    own: Sources | None,
+    bank: Sources,
     kv_rows: List[int],
     mode: Mode,
-    extra: Dict[str, Any],
     indexes: DeviceIndexes,
 ) -> torch.Tensor:
-    """Run one controlled attn1 call.
+    """Run one controlled self-attention call.
 
-    ``bank`` holds the context rows keys and values may come from: this call's own contexts
-    (rows ``0..len(x)-1``), followed by contexts kept from an earlier call of the same step.
+    ``bank`` holds the sources keys and values may come from: this call's own (rows
+    ``0..len(queries)-1``), followed by those kept from an earlier call of the same step.
     ``kv_rows[i]`` is the bank row whose keys and values row ``i`` reads; ``kv_rows[i] == i``
-    means plain self-attention. ``context`` is the explicit context the caller passed (``None``
-    for ordinary self-attention, where the row's own hidden states are used). ``indexes`` makes
-    the row index tensors once per pass."""
+    means plain self-attention. ``own`` is the call's own sources as the host gave them (``None``:
+    the rows' hidden states themselves, ordinary self-attention). ``indexes`` makes the row index
+    tensors once per pass."""
     index = indexes.rows(kv_rows, bank.device)
     if mode is Mode.MUTUAL:
-        return call(x, context=bank.index_select(0, index), **extra)
+        return attend(queries, bank.index_select(0, index))
 
-    own = x if context is None else context
     targets = target_rows(kv_rows)
     others = [i for i, row in enumerate(kv_rows) if row == i]
-    target_index = indexes.rows(targets, x.device)
-    union_context = torch.cat(
-        [bank.index_select(0, index.index_select(0, target_index)), own.index_select(0, target_index)], dim=1
-    )
-    pieces = [(targets, call(x.index_select(0, target_index), context=union_context, **extra))]
+    target_index = indexes.rows(targets, queries.device)
+    own_sources = queries if own is None else own
+    union = join([bank.index_select(0, index.index_select(0, target_index)), own_sources.index_select(0, target_index)], 1)
+    pieces = [(targets, attend(queries.index_select(0, target_index), union))]
     if others:
-        other_index = indexes.rows(others, x.device)
-        other_context = None if context is None else context.index_select(0, other_index)
-        pieces.append((others, call(x.index_select(0, other_index), context=other_context, **extra)))
+        other_index = indexes.rows(others, queries.device)
+        pieces.append((others, attend(queries.index_select(0, other_index), _rows_of(own, other_index))))
     return _in_row_order(pieces, indexes)
 
 
@@ -89,25 +125,23 @@ def strength_blend(controlled: torch.Tensor, own: torch.Tensor, strength: float)
 
 
 def with_strength(
-    call: AttentionCall,
-    x: torch.Tensor,
-    context: torch.Tensor | None,
+    attend: Attend,
+    queries: torch.Tensor,
+    own: Sources | None,
     kv_rows: List[int],
     controlled: torch.Tensor,
     strength: float,
-    extra: Dict[str, Any],
     indexes: DeviceIndexes,
 ) -> torch.Tensor:
     """``controlled`` (the output of a controlled call, every row) with each target row blended
     with its own self-attention by :func:`strength_blend`. The targets' own attention is one more
-    call of the host's forward over the target rows; the other rows are returned as they are."""
+    call of the host's attention over the target rows; the other rows are returned as they are."""
     targets = target_rows(kv_rows)
     if not targets:
         return controlled
-    index = indexes.rows(targets, x.device)
-    own_context = None if context is None else context.index_select(0, index)
-    own = call(x.index_select(0, index), context=own_context, **extra)
-    return controlled.index_copy(0, index, strength_blend(controlled.index_select(0, index), own, strength))
+    index = indexes.rows(targets, queries.device)
+    plain = attend(queries.index_select(0, index), _rows_of(own, index))
+    return controlled.index_copy(0, index, strength_blend(controlled.index_select(0, index), plain, strength))
 
 
 def _in_row_order(pieces: List[Tuple[List[int], torch.Tensor]], indexes: DeviceIndexes) -> torch.Tensor:
@@ -140,13 +174,11 @@ tokens (bool, one entry per token)."""
 
 
 def masked_self_attention(
-    call: AttentionCall,
-    x: torch.Tensor,
-    context: torch.Tensor | None,
-    bank: torch.Tensor,
+    attend: Attend,
+    queries: torch.Tensor,
+    bank: Sources,
     kv_rows: List[int],
     row_masks: Sequence[RowMask | None],
-    extra: Dict[str, Any],
     indexes: DeviceIndexes,
 ) -> torch.Tensor:
     """Mask-guided mutual self-attention (the paper's section 3.3).
@@ -154,12 +186,11 @@ def masked_self_attention(
     A masked target row's queries attend twice to its source's keys and values: once to the
     source's foreground tokens only, once to its background tokens only. Each query token takes
     the first result where the target's mask is set and the second elsewhere. Restricting the
-    keys is done by handing the host's forward only those tokens of the source's hidden states as
-    its context, which equals masking the excluded keys out of the softmax while running the
-    host's own attention. Rows without a mask (``None``: sources, rows whose masks are missing or
-    whose source mask is all foreground or all background, where both halves would be plain
-    mutual attention) run as in :func:`controlled_self_attention` in mutual mode. Arguments as
-    there."""
+    keys is done by handing the host's attention only those tokens of the source's sources, which
+    equals masking the excluded keys out of the softmax while running the host's own attention.
+    Rows without a mask (``None``: sources, rows whose masks are missing or whose source mask is
+    all foreground or all background, where both halves would be plain mutual attention) run as in
+    :func:`controlled_self_attention` in mutual mode. Arguments as there."""
     index = indexes.rows(kv_rows, bank.device)
     plain = [i for i, masks in enumerate(row_masks) if masks is None]
     groups: Dict[int, List[int]] = {}
@@ -169,15 +200,15 @@ def masked_self_attention(
 
     pieces: List[Tuple[List[int], torch.Tensor]] = []
     if plain:
-        rows = indexes.rows(plain, x.device)
-        pieces.append((plain, call(x.index_select(0, rows), context=bank.index_select(0, index[rows]), **extra)))
+        rows = indexes.rows(plain, queries.device)
+        pieces.append((plain, attend(queries.index_select(0, rows), bank.index_select(0, index[rows]))))
     for members in groups.values():
         split = row_masks[members[0]][0]
-        rows = indexes.rows(members, x.device)
-        queries = x.index_select(0, rows)
+        rows = indexes.rows(members, queries.device)
+        group = queries.index_select(0, rows)
         sources = bank.index_select(0, index[rows])
-        foreground = call(queries, context=sources.index_select(1, split.foreground), **extra)
-        background = call(queries, context=sources.index_select(1, split.background), **extra)
+        foreground = attend(group, sources.index_select(1, split.foreground))
+        background = attend(group, sources.index_select(1, split.background))
         blend = torch.stack([row_masks[i][1] for i in members]).unsqueeze(-1)
         pieces.append((members, torch.where(blend, foreground, background)))
 

@@ -18,7 +18,16 @@ from typing import Any, Callable, Dict, List, Tuple
 
 import torch
 
-from .attention import RowMask, controlled_self_attention, masked_self_attention, with_strength
+from .attention import (
+    Attend,
+    KeyValues,
+    RowMask,
+    Sources,
+    controlled_self_attention,
+    join,
+    masked_self_attention,
+    with_strength,
+)
 from .indexes import DeviceIndexes
 from .layout import COND, CallPlan, StepLayout
 from .masks import Grid, MaskGuide, MaskState, UsedMasks, subject_attention, token_grid
@@ -67,7 +76,7 @@ class MasaCtrlController:
         self._layout: StepLayout | None = None
         self._cursor = 0
         self._plan: CallPlan | None = None
-        self._kept: Dict[Tuple[int, int], torch.Tensor] = {}
+        self._kept: Dict[Tuple[int, int], Sources] = {}
 
     # --- host side -------------------------------------------------------------------------
 
@@ -168,9 +177,9 @@ class MasaCtrlController:
                 "that call ran without MasaCtrl",
             )
 
-    def attention(self, layer: int, call: Callable[..., torch.Tensor], args: tuple, kwargs: dict) -> torch.Tensor:
-        """Handle one attn1 call of a patched layer: controlled when the step, the layer and the
-        rows call for it, otherwise ``call(*args, **kwargs)`` unchanged."""
+    def _wants(self, layer: int) -> CallPlan | None:
+        """The plan of the U-Net call now running, if this layer's self-attention is to be
+        controlled in it (or keeps rows that a later call of the step reads)."""
         plan = self._plan
         if (
             plan is None
@@ -178,49 +187,96 @@ class MasaCtrlController:
             or not self.step_is_controlled
             or not self.schedule.controls_layer(layer)
         ):
-            return call(*args, **kwargs)
-        parsed = self._parse(layer, plan, args, kwargs)
+            return None
+        return plan
+
+    def attention(self, layer: int, call: Callable[..., torch.Tensor], args: tuple, kwargs: dict) -> torch.Tensor:
+        """Handle one attn1 call of a patched layer of a host whose attention projects its own keys
+        and values from a context (ldm/sgm): controlled when the step, the layer and the rows call
+        for it, otherwise ``call(*args, **kwargs)`` unchanged."""
+        plan = self._wants(layer)
+        parsed = self._parse(layer, plan, args, kwargs) if plan is not None else None
         if parsed is None:
             return call(*args, **kwargs)
         x, context, extra = parsed
+
+        def attend(queries: torch.Tensor, sources: Sources | None) -> torch.Tensor:
+            return call(queries, context=sources, **extra)
+
+        return self._controlled(layer, plan, x, context, attend, lambda: call(*args, **kwargs))
+
+    def attention_qkv(
+        self, layer: int, attend: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+        q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+    ) -> torch.Tensor:
+        """Handle one self-attention call of a host that projects queries, keys and values itself
+        and hands them over (rows, tokens, channels): ``attend(q, k, v)`` is its attention. The same
+        equations as :meth:`attention`, on :class:`~lib_masactrl.attention.KeyValues`."""
+        plan = self._wants(layer)
+        if plan is None or not self._fits(layer, plan, q, k, v):
+            return attend(q, k, v)
+
+        def attend_sources(queries: torch.Tensor, sources: Sources | None) -> torch.Tensor:
+            return attend(queries, sources.keys, sources.values)
+
+        return self._controlled(layer, plan, q, KeyValues(k, v), attend_sources, lambda: attend(q, k, v))
+
+    def _controlled(
+        self, layer: int, plan: CallPlan, queries: torch.Tensor, own: Sources | None, attend: Attend,
+        plain: Callable[[], torch.Tensor],
+    ) -> torch.Tensor:
+        """The controlled call: ``own`` are the call's own keys' and values' sources (``None``: the
+        queries' hidden states), ``plain()`` runs the call as without control."""
         strength = self.settings.strength
         if strength == 0:
             # Nothing of the sources is taken: the call runs exactly as without control.
             self.stats.controlled_calls += plan.has_targets
-            return call(*args, **kwargs)
+            return plain()
 
-        own = x if context is None else context
+        sources = queries if own is None else own
         for row in plan.keep:
-            self._kept[(layer, plan.start + row)] = own[row : row + 1].clone()
+            self._kept[(layer, plan.start + row)] = _row_copy(sources, row)
         if not plan.has_targets:
-            return call(*args, **kwargs)
+            return plain()
 
         kv_rows, kept_rows = self._kv_rows(layer, plan)
-        bank = torch.cat([own] + kept_rows) if kept_rows else own
+        bank = join([sources] + kept_rows, 0) if kept_rows else sources
         self.stats.controlled_calls += 1
-        row_masks = self._row_masks(layer, plan, x, context, kv_rows) if self.masks is not None else None
+        row_masks = self._row_masks(layer, plan, queries, sources, kv_rows) if self.masks is not None else None
         if row_masks is not None:
             self.stats.masked_calls += 1
-            out = masked_self_attention(call, x, context, bank, kv_rows, row_masks, extra, self.indexes)
+            out = masked_self_attention(attend, queries, bank, kv_rows, row_masks, self.indexes)
         else:
-            out = controlled_self_attention(call, x, context, bank, kv_rows, self.settings.mode, extra, self.indexes)
+            out = controlled_self_attention(attend, queries, own, bank, kv_rows, self.settings.mode, self.indexes)
         if strength < 1:
-            out = with_strength(call, x, context, kv_rows, out, strength, extra, self.indexes)
+            out = with_strength(attend, queries, own, kv_rows, out, strength, self.indexes)
         return out
 
+    def _fits(self, layer: int, plan: CallPlan, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> bool:
+        """Whether handed-over queries, keys and values are the call's rows of self-attention."""
+        shapes = [tuple(t.shape) if isinstance(t, torch.Tensor) else None for t in (q, k, v)]
+        if any(shape is None or len(shape) != 3 or shape[0] != plan.size for shape in shapes) or k.shape[1] != v.shape[1]:
+            self.layer_note(
+                "qkv", layer,
+                f"{{layers}} self-attention received queries, keys and values of shapes {shapes} where {plan.size} rows "
+                "of (tokens, channels) were expected; {that} ran without MasaCtrl",
+            )
+            return False
+        return True
+
     def _row_masks(
-        self, layer: int, plan: CallPlan, x: torch.Tensor, context: torch.Tensor | None, kv_rows: List[int]
+        self, layer: int, plan: CallPlan, x: torch.Tensor, sources: Sources, kv_rows: List[int]
     ) -> List[RowMask | None] | None:
         """Per local row, the source's key split and the target's mask; ``None`` when no row of
         this call is masked, so that it runs exactly as plain mutual self-attention."""
         masks, layout = self.masks, self._layout
         tokens = x.shape[1]
         grid = token_grid(self._latent_size, tokens) if self._latent_size is not None else None
-        if grid is None or (context is not None and context.shape[1] != tokens):
+        if grid is None or sources.shape[1] != tokens:
             self.layer_note(
                 "mask-grid", layer,
                 f"{{layers}} self-attention had {tokens} query tokens and "
-                f"{tokens if context is None else context.shape[1]} context tokens, which do not form a token grid "
+                f"{sources.shape[1]} key tokens, which do not form a token grid "
                 f"of the {self._latent_size} latent (token merging or extra tokens); {{that}} ran without masks",
             )
             return None
@@ -320,9 +376,9 @@ class MasaCtrlController:
             return None
         return x, context, extra
 
-    def _kv_rows(self, layer: int, plan: CallPlan) -> Tuple[List[int], List[torch.Tensor]]:
+    def _kv_rows(self, layer: int, plan: CallPlan) -> Tuple[List[int], List[Sources]]:
         kv_rows: List[int] = []
-        kept_rows: List[torch.Tensor] = []
+        kept_rows: List[Sources] = []
         kept_position: Dict[int, int] = {}
         for i, source in enumerate(plan.sources):
             if source is None:
@@ -344,6 +400,13 @@ class MasaCtrlController:
                     f"step {self._step}, layer {layer}; it used plain self-attention there",
                 )
         return kv_rows, kept_rows
+
+
+def _row_copy(sources: Sources, row: int) -> Sources:
+    """One row of a call's sources, kept beyond the call."""
+    if isinstance(sources, KeyValues):
+        return KeyValues(sources.keys[row:row + 1].clone(), sources.values[row:row + 1].clone())
+    return sources[row:row + 1].clone()
 
 
 def _layer_phrase(layers: List[int]) -> str:

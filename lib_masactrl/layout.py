@@ -9,6 +9,9 @@ may leave the uncond rows out. A :class:`StepLayout` describes the whole stack; 
 A target's cond row ``j`` reads from its source's cond row ``j`` (or the source's last cond row
 if the source has fewer sub-prompts); its uncond row reads from the source's uncond row. This is
 the official code's pairing of uncond with uncond and cond with cond, extended to AND prompts.
+
+WebUI Forge stacks a call's rows in chunks instead, each chunk holding every image once (the uncond
+chunk first when it shares a call with cond chunks): :meth:`StepLayout.chunks` describes such a call.
 """
 
 from __future__ import annotations
@@ -56,6 +59,23 @@ class CallPlan:
         return self.start <= row < self.stop
 
 
+def check_sources(image_sources: Sequence[int | None]) -> None:
+    """Every source must be an image of the batch that reads from no other."""
+    images = len(image_sources)
+    for target, source in enumerate(image_sources):
+        if source is None:
+            continue
+        if not 0 <= source < images:
+            raise LayoutError(f"image {target} reads from image {source}, which is not in the batch of {images}")
+        if source == target:
+            raise LayoutError(f"image {target} cannot be its own source")
+        if image_sources[source] is not None:
+            raise LayoutError(
+                f"image {target} reads from image {source}, which is itself a target: "
+                "every source must be an image that reads from no other"
+            )
+
+
 @dataclass(frozen=True)
 class StepLayout:
     """All rows of one denoiser call, each with the stack index it reads from (``None``: itself)."""
@@ -82,18 +102,7 @@ class StepLayout:
             raise LayoutError(f"{len(repeats)} cond repeat counts given for {images} images")
         if any(n < 1 for n in repeats):
             raise LayoutError(f"every image needs at least one cond row, got repeats {list(repeats)}")
-        for target, source in enumerate(image_sources):
-            if source is None:
-                continue
-            if not 0 <= source < images:
-                raise LayoutError(f"image {target} reads from image {source}, which is not in the batch of {images}")
-            if source == target:
-                raise LayoutError(f"image {target} cannot be its own source")
-            if image_sources[source] is not None:
-                raise LayoutError(
-                    f"image {target} reads from image {source}, which is itself a target: "
-                    "every source must be an image that reads from no other"
-                )
+        check_sources(image_sources)
 
         rows = []
         cond_index: Dict[Tuple[int, int], int] = {}
@@ -116,6 +125,27 @@ class StepLayout:
                 sources.append(cond_index[(source, min(row.sub, repeats[source] - 1))])
             else:
                 sources.append(uncond_index[source])
+        return cls(rows=tuple(rows), sources=tuple(sources))
+
+    @classmethod
+    def chunks(cls, image_sources: Sequence[int | None], groups: Sequence[str]) -> "StepLayout":
+        """Layout of a call whose rows come in chunks that each hold every image of the batch once,
+        in batch order: ``groups`` gives each chunk's group in the call's order (:data:`COND` or
+        :data:`UNCOND`; the n-th cond chunk is AND sub-prompt n). WebUI Forge stacks its U-Net calls
+        this way (uncond before cond when they share a call). A target's row reads from its source's
+        row of the same chunk."""
+        images = len(image_sources)
+        check_sources(image_sources)
+        rows, sources = [], []
+        cond_chunks = 0
+        for chunk, group in enumerate(groups):
+            if group not in (COND, UNCOND):
+                raise LayoutError(f"chunk {chunk} is neither {COND} nor {UNCOND}: {group!r}")
+            sub = cond_chunks if group == COND else 0
+            cond_chunks += group == COND
+            for image, source in enumerate(image_sources):
+                rows.append(Row(image, group, sub))
+                sources.append(None if source is None else chunk * images + source)
         return cls(rows=tuple(rows), sources=tuple(sources))
 
     def __len__(self) -> int:

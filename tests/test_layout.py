@@ -71,3 +71,24 @@ def test_call_plans_slice_the_stack_and_keep_sources_read_later():
 def test_plans_outside_the_stack_are_refused():
     with pytest.raises(LayoutError, match="rows 2..4 are not in this step's 4 rows"):
         StepLayout.cfg((None, 0)).plan(2, 5)
+
+
+def test_chunked_calls_read_from_the_source_row_of_the_same_chunk():
+    """WebUI Forge: each chunk holds every image; uncond first when they share a call."""
+    layout = StepLayout.chunks(pair_halves(4), [UNCOND, COND])
+    assert layout.rows == (
+        Row(0, UNCOND), Row(1, UNCOND), Row(2, UNCOND), Row(3, UNCOND),
+        Row(0, COND), Row(1, COND), Row(2, COND), Row(3, COND),
+    )
+    assert layout.sources == (None, None, 0, 1, None, None, 4, 5)
+    and_prompts = StepLayout.chunks((None, 0, 0), [UNCOND, COND, COND])
+    assert [row.sub for row in and_prompts.rows] == [0, 0, 0, 0, 0, 0, 1, 1, 1]
+    assert and_prompts.sources == (None, 0, 0, None, 3, 3, None, 6, 6)
+    assert StepLayout.chunks((None, 0), [COND]).sources == (None, 0)
+
+
+def test_chunked_layouts_check_their_sources_and_groups():
+    with pytest.raises(LayoutError, match="is itself a target"):
+        StepLayout.chunks((None, 0, 1), [COND])
+    with pytest.raises(LayoutError, match="neither cond nor uncond"):
+        StepLayout.chunks((None, 0), ["negative"])
