@@ -23,7 +23,7 @@ from ..patching import detach_all, stop_on_next_call
 from ..session import GenerationSession, pair_prompts
 from ..settings import SettingsError
 from . import animation, compat, controlnet, infotext, inversion, masks, model, sampling, xyz
-from .messages import MasaCtrlInputError, is_api, record_notes, tell_user
+from .messages import MasaCtrlInputError, is_api, record_notes, refusal, stop_in_the_ui, tell_user
 
 logger = logging.getLogger("masactrl")
 
@@ -56,9 +56,7 @@ class GenerationState:
         the gallery and the saved files); through the API as a 422 carrying the message, raised
         where the WebUI does not swallow it: by ``p.sample`` before sampling starts, else by the
         U-Net's next call. The console gets one line either way."""
-        named = reason if reason.startswith("MasaCtrl") else f"MasaCtrl: {reason}"
-        message = f"{named}. Nothing was generated; fix the setting or disable MasaCtrl."
-        logger.error(message)
+        message = refusal(reason)
         self.refusal = message
         if self.session is not None:
             self.session.close()
@@ -75,8 +73,7 @@ class GenerationState:
             if self.unet is not None:
                 stop_on_next_call(self.unet, error)
             return
-        shared.state.interrupted = True
-        tell_user(self.p, message)
+        stop_in_the_ui(self.p, message)
 
     def close(self) -> None:
         """Remove everything this generation installed. Safe to call more than once."""

@@ -68,10 +68,15 @@ def made_in_img2img(params: Dict[str, Any]) -> bool:
     return "Denoising strength" in params and not hires
 
 
+def made_with_masactrl(params: Dict[str, Any]) -> bool:
+    """Whether pasted parameters are those of a MasaCtrl image."""
+    return str(params.get(ENABLED_KEY, "")).strip().lower() == "true"
+
+
 def enabled_on_paste(params: Dict[str, Any], is_img2img: bool) -> Any:
     """The header switch after pasting ``params`` into the txt2img or img2img tab."""
-    made_with = str(params.get(ENABLED_KEY, "")).strip().lower() == "true"
-    return gr.update(value=made_with and params.get(MADE_IN_KEY) == ("img2img" if is_img2img else "txt2img"))
+    tab = "img2img" if is_img2img else "txt2img"
+    return gr.update(value=made_with_masactrl(params) and params.get(MADE_IN_KEY) == tab)
 
 
 def opens_on_paste(names: Sequence[str]) -> Callable[[Dict[str, Any]], Any]:
@@ -80,7 +85,7 @@ def opens_on_paste(names: Sequence[str]) -> Callable[[Dict[str, Any]], Any]:
     fields = [FIELD_BY_NAME[name] for name in names]
 
     def update(params: Dict[str, Any]) -> Any:
-        if str(params.get(ENABLED_KEY, "")).strip().lower() != "true":
+        if not made_with_masactrl(params):
             return gr.update()
         changed = any(field.infotext in params and str(params[field.infotext]) != str(field.default) for field in fields)
         return gr.update(open=True) if changed else gr.update()

@@ -14,6 +14,8 @@ from typing import Any, Sequence
 import gradio as gr
 from fastapi.exceptions import HTTPException
 
+from modules import shared
+
 logger = logging.getLogger("masactrl")
 
 NOTES_KEY = "MasaCtrl notes"
@@ -43,6 +45,22 @@ def tell_user(p: Any, message: str) -> None:
     p.comment(message)
     if not is_api(p):
         gr.Warning(message)
+
+
+def refusal(reason: str, fix: str = "the setting") -> str:
+    """The message of a refusal, named as MasaCtrl's and saying what to do, written to the console
+    once: the only line a user's mistake adds there."""
+    named = reason if reason.startswith("MasaCtrl") else f"MasaCtrl: {reason}"
+    message = f"{named}. Nothing was generated; fix {fix} or disable MasaCtrl."
+    logger.error(message)
+    return message
+
+
+def stop_in_the_ui(p: Any, message: str) -> None:
+    """Stop a UI generation as Interrupt stops it (the WebUI then prints no traceback and shows no
+    error box) and show ``message`` as its comment and a toast."""
+    shared.state.interrupted = True
+    tell_user(p, message)
 
 
 def record_notes(p: Any, notes: Sequence[str]) -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, Dict, List, Sequence
 
-from modules import images, scripts, shared
+from modules import images, scripts
 
 from ..fields import AUTO_LAYER, FIELD_BY_NAME, FIELDS, ScriptArgs, parse_args
 from ..layers import LayerMap
@@ -27,7 +27,7 @@ from ..layout import LayoutError
 from ..session import GenerationSession
 from ..settings import MasaCtrlSettings, Mode, SettingsError
 from . import model
-from .messages import MasaCtrlInputError, is_api, record_notes, tell_user
+from .messages import MasaCtrlInputError, is_api, record_notes, refusal, stop_in_the_ui
 
 logger = logging.getLogger("masactrl")
 
@@ -98,12 +98,10 @@ def _confirm(name: str) -> Callable[[Any, Sequence[Any]], None]:
 def _stop_plot(p: Any, reason: str) -> None:
     """Stop the plot before its first cell: through the API with a 422; in the UI as Interrupt stops
     it, with the message as the comment and a toast (no traceback, no error box)."""
-    message = f"{reason}. Nothing was generated; fix the axis values or disable MasaCtrl."
-    logger.error(message)
+    message = refusal(reason, "the axis values")
     if is_api(p):
         raise MasaCtrlInputError(message)
-    shared.state.interrupted = True
-    tell_user(p, message)
+    stop_in_the_ui(p, message)
 
 
 PLOT_MODULES = ("xyz_grid.py", "xy_grid.py")
