@@ -37,9 +37,9 @@ def run_step(unet, attachment, step: int | None, layout: StepLayout, x, t, conte
     return run_calls(unet, x, t, context, calls)
 
 
-def reference(unet, layout: StepLayout, x, t, context, layers, union=False) -> torch.Tensor:
+def reference(unet, layout: StepLayout, x, t, context, layers, union=False, strength=1.0) -> torch.Tensor:
     layer_map = LayerMap.from_unet(unet)
-    with ReferenceUNet([layer_map[i].attn1 for i in layers], layout.sources, union):
+    with ReferenceUNet([layer_map[i].attn1 for i in layers], layout.sources, union, strength):
         return run_calls(unet, x, t, context, [(0, len(layout))])
 
 
@@ -129,12 +129,17 @@ LAYOUT_CASES = {
 }
 
 
+def layout_case(case: str):
+    """One of :data:`LAYOUT_CASES` in float64: its layout, the stack's inputs and the U-Net calls."""
+    image_sources, repeats, uncond, (height, width), calls = LAYOUT_CASES[case]
+    layout = StepLayout.cfg(image_sources, cond_repeats=repeats, uncond=uncond)
+    return layout, stack_inputs(layout, height, width, dtype=torch.float64), calls
+
+
 @pytest.mark.parametrize("mode", ["mutual", "union"])
 @pytest.mark.parametrize("case", list(LAYOUT_CASES))
 def test_targets_equal_the_reference_in_every_layout(sd15_double, case, mode):
-    image_sources, repeats, uncond, (height, width), calls = LAYOUT_CASES[case]
-    layout = StepLayout.cfg(image_sources, cond_repeats=repeats, uncond=uncond)
-    x, t, context = stack_inputs(layout, height, width, dtype=torch.float64)
+    layout, (x, t, context), calls = layout_case(case)
     layers = range(6, 16)
     expected = reference(sd15_double, layout, x, t, context, layers, union=mode == "union")
     with attach(sd15_double, MasaCtrlSettings(mode=mode, start_step=0, start_layer=6)) as attachment:

@@ -8,8 +8,7 @@ from typing import List
 
 import pytest
 import torch
-from engine_helpers import ReferenceUNet
-from test_engine_attention import LAYOUT_CASES, run_calls, stack_inputs
+from test_engine_attention import LAYOUT_CASES, layout_case, reference, run_calls, stack_inputs
 from test_masks import SOURCE_BLOCKS, TARGET_BLOCKS, MaskedReferenceUNet, user_guide
 from test_masks import stack_inputs as masked_inputs
 from tiny_unets import sd15_unet, to_double
@@ -73,12 +72,8 @@ class QKVHost:
 @pytest.mark.parametrize("mode", ["mutual", "union"])
 @pytest.mark.parametrize("case", list(LAYOUT_CASES))
 def test_handed_over_qkv_equal_the_reference_in_every_layout(sd15_double, case, mode, strength):
-    image_sources, repeats, uncond, (height, width), calls = LAYOUT_CASES[case]
-    layout = StepLayout.cfg(image_sources, cond_repeats=repeats, uncond=uncond)
-    x, t, context = stack_inputs(layout, height, width, dtype=torch.float64)
-    layer_map = LayerMap.from_unet(sd15_double)
-    with ReferenceUNet([layer_map[i].attn1 for i in range(6, 16)], layout.sources, mode == "union", strength):
-        expected = run_calls(sd15_double, x, t, context, [(0, len(layout))])
+    layout, (x, t, context), calls = layout_case(case)
+    expected = reference(sd15_double, layout, x, t, context, range(6, 16), mode == "union", strength)
     settings = MasaCtrlSettings(mode=mode, start_step=0, start_layer=6, strength=strength)
     with QKVHost(sd15_double, settings) as host:
         controlled = host.step(2, layout, x, t, context, calls)

@@ -9,8 +9,7 @@ from typing import List
 
 import pytest
 import torch
-from engine_helpers import ReferenceUNet
-from test_engine_attention import LAYOUT_CASES, run_calls, run_step, stack_inputs
+from test_engine_attention import layout_case, reference, run_calls, run_step, stack_inputs
 from test_masks import user_guide
 from tiny_unets import sd15_unet, to_double
 
@@ -79,12 +78,8 @@ def test_strength_zero_is_a_plain_run_bit_for_bit(sd15, mode):
 @pytest.mark.parametrize("case", ["one call", "cond and uncond split", "AND prompts, different token lengths",
                                   "one source, several targets", "two pairs, uneven chunks"])
 def test_targets_equal_the_float64_blend_in_every_layout(sd15_double, case, mode, strength):
-    image_sources, repeats, uncond, (height, width), calls = LAYOUT_CASES[case]
-    layout = StepLayout.cfg(image_sources, cond_repeats=repeats, uncond=uncond)
-    x, t, context = stack_inputs(layout, height, width, dtype=torch.float64)
-    layer_map = LayerMap.from_unet(sd15_double)
-    with ReferenceUNet([layer_map[i].attn1 for i in range(6, 16)], layout.sources, mode == "union", strength):
-        expected = run_calls(sd15_double, x, t, context, [(0, len(layout))])
+    layout, (x, t, context), calls = layout_case(case)
+    expected = reference(sd15_double, layout, x, t, context, range(6, 16), mode == "union", strength)
     settings = MasaCtrlSettings(mode=mode, start_step=0, start_layer=6, strength=strength)
     with attach(sd15_double, settings) as attachment:
         controlled = run_step(sd15_double, attachment, 2, layout, x, t, context, calls)
