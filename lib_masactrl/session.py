@@ -19,8 +19,17 @@ from .layout import LayoutError, StepLayout
 from .masks import MaskGuide, UsedMasks
 from .pairing import Pairing
 from .patching import Attachment, attach, detach_all
-from .settings import SettingsError
+from .settings import MasaCtrlSettings, SettingsError
 from .steps import PassSteps
+
+Attacher = Callable[[nn.Module, MasaCtrlSettings, MaskGuide | None], Attachment]
+"""How a host installs MasaCtrl on the U-Net of a pass: the ldm/sgm module patches by default
+(:func:`~lib_masactrl.patching.attach`); a host that patches through its own model options (WebUI
+Forge) gives an object with the same ``controller``, ``unet``, ``intact`` and ``detach()``."""
+
+
+def attach_modules(unet: nn.Module, settings: MasaCtrlSettings, masks: MaskGuide | None) -> Attachment:
+    return attach(unet, settings, total_steps=None, masks=masks)
 
 logger = logging.getLogger("masactrl")
 
@@ -62,6 +71,7 @@ class GenerationSession:
         self.pass_controlled = False
         self.steps_controlled = 0
         """Steps of the current pass that should have been controlled."""
+        self.attacher: Attacher = attach_modules
 
     @property
     def source_images(self) -> List[int]:
@@ -101,6 +111,8 @@ class GenerationSession:
         assignments: Any = None,
         masks: MaskGuide | None = None,
         maps: UnitMaps | None = None,
+        attacher: Attacher | None = None,
+        rows_needed: bool = False,
     ) -> None:
         """Before a sampling pass: attach to the U-Net that will sample it. ``steps`` are the noise
         levels the pass samples, which is how each model call finds its step; ``pass_name`` names the
@@ -110,9 +122,12 @@ class GenerationSession:
         hooked network, if any, and ``assignments`` overrides the user's unit assignment (see
         :func:`restrict_units`, whose :class:`SettingsError` this raises with nothing left attached);
         ``masks`` are the batch's masks (see :func:`~lib_masactrl.masks.mask_guide`) and ``maps`` the
-        control maps one unit gives the targets."""
+        control maps one unit gives the targets. ``attacher`` installs MasaCtrl on this pass's U-Net
+        (default: by patching its modules), and ``rows_needed`` keeps it attached to an uncontrolled
+        pass for a host that needs the row layout for reasons of its own."""
         self.end_pass()
         detach_all(unet)
+        self.attacher = attacher or attach_modules
         self.steps = steps
         self.pass_settings = self.settings.for_steps(len(steps))
         self.pass_controlled = controlled
@@ -125,7 +140,7 @@ class GenerationSession:
         units = bool(getattr(controlnet, "control_params", None))
         if maps is not None and not units:
             raise maps_unit_missing(maps.unit, 0)
-        if (controlled or units) and self._attach(unet) and units:
+        if (controlled or units or rows_needed) and self._attach(unet) and units:
             wanted = assignments if assignments is not None else self.args.controlnet_assignments()
             try:
                 self.restriction = restrict_units(controlnet, self.attachment.controller, wanted, maps)
@@ -135,7 +150,7 @@ class GenerationSession:
 
     def _attach(self, unet: nn.Module) -> bool:
         try:
-            self.attachment = attach(unet, self.pass_settings, total_steps=None, masks=self.masks)
+            self.attachment = self.attacher(unet, self.pass_settings, self.masks)
         except SettingsError as error:
             self.note(f"this pass's model does not fit the settings ({error}); it ran without MasaCtrl")
             return False
@@ -167,28 +182,50 @@ class GenerationSession:
             attachment = self.attachment
         step = self.steps.step_at(level)
         try:
-            layout = StepLayout.cfg(self.pairing.reads_from, cond_repeats)
+            layout = self._checked(StepLayout.cfg(self.pairing.reads_from, cond_repeats), rows, "the denoiser stacked")
         except LayoutError as error:
             self.note(f"{error}; this step ran without MasaCtrl")
             layout = None
-        if layout is not None and len(layout) != rows:
-            self.note(
-                f"the denoiser stacked {rows} rows where MasaCtrl expected {len(layout)}; "
-                "those steps ran without MasaCtrl"
-            )
-            layout = None
-        if not self.pass_controlled:
-            attachment.controller.begin_step(None, layout)
+        if not self._begin_step(attachment, step, layout):
             return x
-        if layout is not None and attachment.controller.schedule.controls_step(step):
-            self.steps_controlled += 1
-        attachment.controller.begin_step(step, layout)
         if self.anchor is None:
             return x
         if layout is None:
             self.note("the sources could not follow their inversion in some steps (unknown row layout)")
             return x
         return self.anchor.inputs(x, level, layout)
+
+    def _checked(self, layout: StepLayout, rows: int, what: str) -> StepLayout | None:
+        if len(layout) == rows:
+            return layout
+        self.note(f"{what} {rows} rows where MasaCtrl expected {len(layout)}; those steps ran without MasaCtrl")
+        return None
+
+    def _begin_step(self, attachment: Attachment, step: int, layout: StepLayout | None) -> bool:
+        """Hand the controller its step and layout; whether the step is one of a controlled pass."""
+        if not self.pass_controlled:
+            attachment.controller.begin_step(None, layout)
+            return False
+        if layout is not None and attachment.controller.schedule.controls_step(step):
+            self.steps_controlled += 1
+        attachment.controller.begin_step(step, layout)
+        return True
+
+    def chunked_call(self, level: float, groups: Sequence[str], rows: int, latent_size: Sequence[int] | None) -> None:
+        """Before each U-Net call of a host that stacks a call's rows in chunks of the whole batch
+        (WebUI Forge, see :meth:`StepLayout.chunks`): the call's step, from its noise level
+        ``level``, its chunks' groups, its row count and its latent's height and width. Such a host
+        tells each U-Net call apart, so the step and layout are per call, not per denoiser call."""
+        attachment = self.attachment
+        if attachment is None or self.steps is None:
+            return
+        try:
+            layout = self._checked(StepLayout.chunks(self.pairing.reads_from, groups), rows, "a U-Net call held")
+        except LayoutError as error:
+            self.note(f"{error}; this step ran without MasaCtrl")
+            layout = None
+        self._begin_step(attachment, self.steps.step_at(level), layout)
+        attachment.controller.begin_unet_call(rows, tuple(latent_size) if latent_size is not None else None)
 
     def finished_latents(self, samples: torch.Tensor) -> torch.Tensor:
         """A pass's sampled latents (one row per image of the batch), with the sources at their
