@@ -548,11 +548,14 @@ def test_an_unusual_model_with_masactrl_off_is_left_alone_and_with_it_on_is_refu
 
 
 @pytest.fixture
-def forge(monkeypatch):
-    """Makes the running WebUI look like Forge (its ``modules_forge`` package is importable)."""
+def old_forge(monkeypatch):
+    """Makes the running WebUI look like a Forge from before August 2024: its ``modules_forge``
+    package is importable, Forge's ``backend`` package is not."""
     module = types.ModuleType("modules_forge")
     module.__spec__ = importlib_spec("modules_forge")
     monkeypatch.setitem(sys.modules, "modules_forge", module)
+    for name in ("backend", "backend.patcher", "backend.patcher.unet"):  # Forge's stand-in may be loaded
+        monkeypatch.setitem(sys.modules, name, None)
     return module
 
 
@@ -562,7 +565,7 @@ def importlib_spec(name):
     return importlib.machinery.ModuleSpec(name, None)
 
 
-def test_in_forge_the_accordion_says_it_does_nothing_and_the_host_is_left_as_it_was(sd15, forge, caplog):
+def test_in_an_old_forge_the_accordion_says_it_does_nothing_and_the_host_is_left_as_it_was(sd15, old_forge, caplog):
     import pathlib
 
     from host import WebUIHost
@@ -574,12 +577,12 @@ def test_in_forge_the_accordion_says_it_does_nothing_and_the_host_is_left_as_it_
         script = host.script("MasaCtrl")
         assert len(script.controls) == 1
         assert [record.getMessage() for record in caplog.records].count(
-            "MasaCtrl does not support WebUI Forge yet: it needs the AUTOMATIC1111 WebUI (v1.7 or newer) and does nothing "
-            "here; Forge users can follow the extension's page for the Forge version.") >= 1
+            "MasaCtrl does not support this version of WebUI Forge: it needs a Forge with the 'backend' package "
+            "(August 2024 or newer); update Forge, or use the AUTOMATIC1111 WebUI (v1.7 or newer).") >= 1
         plain = host.txt2img(TARGET, steps=4, batch_size=2, seed=7)
         assert not hasattr(plain, "masactrl") and module_state(sd15) == before
         status, body = host.api_txt2img({**PAYLOAD, "alwayson_scripts": {"MasaCtrl": {"args": [True]}}})
-        assert status == 422 and "does not support WebUI Forge" in body["detail"]
+        assert status == 422 and "does not support this version of WebUI Forge" in body["detail"]
     finally:
         host.teardown()
     assert module_state(sd15) == before

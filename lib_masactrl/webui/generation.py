@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Sequence
 from modules import sd_unet, shared
 
 from ..fields import FIELDS, Animation, ControlNetScope, parse_args
+from ..forge import sampling as forge_sampling
 from ..inversion import InversionInterrupted
 from ..layout import LayoutError
 from ..patching import detach_all, stop_on_next_call
@@ -215,6 +216,10 @@ def _start(p: Any, state: GenerationState, args: Sequence[Any]) -> None:
     if loaded is None:
         state.refuse(model.unsupported(getattr(p, "sd_model", None)))
         return
+    problem = forge_sampling.unsupported_request(p, parsed) if compat.is_forge() else None
+    if problem:
+        state.refuse(problem)
+        return
     state.unet = loaded
     batch_size = _effective_batch_size(p)
     try:
@@ -316,6 +321,13 @@ def _before_sampling(p: Any, state: GenerationState, session: GenerationSession,
     hires = getattr(p, "is_hr_pass", False)
     controlled = not hires or session.args.hires
     steps = sampling.pass_steps(p, hires)
+    if compat.is_forge():
+        steps = forge_sampling.levels_of(p, steps)
+        guide = masks.guide_for(p, session, len(steps)) if controlled else None
+        narrow = forge_sampling.narrows_control(p, session.args)
+        session.start_pass(unet, controlled, steps, sampling.pass_name(p, hires, steps), masks=guide,
+                           attacher=forge_sampling.attacher_for(p, session, narrow), rows_needed=narrow)
+        return
     network = controlnet.network_of(p)
     assignments = controlnet.own_assignment(p) if session.args.controlnet == ControlNetScope.TARGETS else None
     guide = masks.guide_for(p, session, len(steps)) if controlled else None

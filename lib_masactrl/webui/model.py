@@ -16,11 +16,14 @@ from torch import nn
 
 from modules import sd_models
 
+from ..forge import model as forge_model
+
 
 def unet_or_none(model: Any) -> nn.Module | None:
-    """The U-Net of an ldm/sgm model as the WebUI loads it, or ``None`` for anything else."""
+    """The U-Net of an ldm/sgm model as the WebUI loads it, or of an SD model as Forge loads it
+    (:mod:`lib_masactrl.forge.model`); ``None`` for anything else."""
     unet = getattr(getattr(model, "model", None), "diffusion_model", None)
-    return unet if isinstance(unet, nn.Module) else None
+    return unet if isinstance(unet, nn.Module) else forge_model.unet_or_none(model)
 
 
 def loaded_model() -> Any:
@@ -55,6 +58,9 @@ def text_encoder() -> Any:
     """The CLIP text encoder wrapper whose tokenizer fills the context (SDXL: its first embedder;
     both SDXL encoders share the vocabulary and chunking)."""
     model = loaded_model()
+    forge_encoder = forge_model.text_encoder(model)
+    if forge_encoder is not None:
+        return forge_encoder
     encoder = getattr(model, "cond_stage_model", None)
     if hasattr(encoder, "tokenize_line"):
         return encoder

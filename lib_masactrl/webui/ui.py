@@ -39,6 +39,10 @@ from . import controlnet, infotext, inversion, model
 
 ElemId = Callable[[str], str]
 
+MASK_DRAWING: Dict[str, Any] = {"tool": "sketch"} if int(gr.__version__.split(".")[0]) < 4 else {}
+"""gradio 3 (A1111) lets the user draw a mask on the uploaded image; gradio 4 (Forge) has no sketch
+tool on ``gr.Image``, so there a mask is uploaded as an image."""
+
 REFRESH_LAYERS = "refresh_layers"
 """Element id (after the script's prefix) of the hidden button that javascript/masactrl.js clicks
 when the loaded checkpoint changes, so that the layer sliders follow the model."""
@@ -148,8 +152,8 @@ def build(elem_id: ElemId, is_img2img: bool) -> Accordion:
                 ui.control(gr.Textbox, "mask_target_words", placeholder="empty: the source's")
                 ui.control(gr.Slider, "mask_threshold", minimum=0.0, maximum=1.0, step=0.01)
             with gr.Row(visible=shown["uploads"]["visible"]) as uploads:
-                ui.control(gr.Image, "source_mask", type="pil", image_mode="L", tool="sketch")
-                ui.control(gr.Image, "target_mask", type="pil", image_mode="L", tool="sketch")
+                ui.control(gr.Image, "source_mask", type="pil", image_mode="L", **MASK_DRAWING)
+                ui.control(gr.Image, "target_mask", type="pil", image_mode="L", **MASK_DRAWING)
         with gr.Accordion(label="Layout and sequences", open=False) as sequence_section:
             with gr.Row():
                 layout = ui.choice("layout", Layout)

@@ -1,0 +1,123 @@
+"""Stand-in for Forge's ``backend/sampling/sampling_function.py``: one denoiser evaluation with
+classifier-free guidance, ``calc_cond_uncond_batch`` and ``sampling_function_inner``.
+
+Conditioning here is simpler than Forge's: ``cond`` and ``uncond`` are lists of dicts, one per prompt
+(one per AND sub-prompt for ``cond``), each ``{"crossattn": tensor (batch or 1, tokens, dim)}`` with an
+optional ``"strength"`` (the AND weight, default 1). No areas, masks, timestep ranges, ``c_concat``,
+ControlNet or pre/post-CFG hooks.
+
+What is kept from Forge, because hooks observe it:
+
+- each entry becomes one *chunk*: all images of ``x`` once, with that entry's context;
+- chunks are taken from the back of the queue [cond..., uncond...], so the uncond chunk runs first
+  and AND sub-prompts run last-first; chunks that share a U-Net call are concatenated in that order;
+- each call gets a shallow copy of ``model_options["transformer_options"]`` plus ``cond_or_uncond``
+  (0 = cond, 1 = uncond, one per chunk), ``sigmas`` (one per image), ``cond_mark`` (the same per row),
+  ``cond_indices`` and ``uncond_indices`` (row numbers);
+- ``model_options["model_function_wrapper"]``, when set, is called instead of ``apply_model``;
+- at CFG scale 1 the uncond is not evaluated, unless ``model_options["disable_cfg1_optimization"]``.
+
+Memory pressure: Forge puts all waiting chunks in one call when free memory allows, otherwise it tries
+n // 2, n // 3, ... chunks. Here the module variable ``MAX_CHUNKS_PER_CALL`` plays free memory:
+``None`` (default) means no limit; ``1`` gives Forge's lowest-memory behaviour (uncond alone, then each
+cond chunk alone). Tests may set it directly (``monkeypatch.setattr``) or wrap ``chunks_per_call``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+COND = 0
+UNCOND = 1
+
+MAX_CHUNKS_PER_CALL = None
+
+
+def chunks_per_call(waiting: int) -> int:
+    """How many of ``waiting`` chunks the next U-Net call takes: the first of waiting, waiting // 2,
+    waiting // 3, ... that does not exceed ``MAX_CHUNKS_PER_CALL`` (never fewer than one)."""
+    if MAX_CHUNKS_PER_CALL is None:
+        return waiting
+    divisor = 1
+    while waiting // divisor > MAX_CHUNKS_PER_CALL:
+        divisor += 1
+    return max(1, waiting // divisor)
+
+
+def _context_rows(entry: dict, images: int) -> torch.Tensor:
+    context = entry["crossattn"]
+    if context.shape[0] != images:
+        context = context.repeat(images // context.shape[0], 1, 1)
+    return context
+
+
+def _stack_contexts(contexts):
+    """Concatenate contexts along the batch; differing token counts are repeated up to their least
+    common multiple (what Forge's cross-attention condition does for prompts of 77 and 154 tokens)."""
+    longest = math.lcm(*(c.shape[1] for c in contexts))
+    return torch.cat([c.repeat(1, longest // c.shape[1], 1) for c in contexts])
+
+
+def _call_options(model_options: dict, kinds: list, sigmas: torch.Tensor) -> dict:
+    options = dict(model_options.get("transformer_options", {}))
+    per_chunk = sigmas.shape[0]
+    options["cond_or_uncond"] = list(kinds)
+    options["sigmas"] = sigmas
+    options["cond_mark"] = torch.tensor([float(kind) for kind in kinds for _ in range(per_chunk)]).to(sigmas)
+    rows = {COND: [], UNCOND: []}
+    for position, kind in enumerate(kinds):
+        rows[kind].extend(range(position * per_chunk, (position + 1) * per_chunk))
+    options["cond_indices"], options["uncond_indices"] = rows[COND], rows[UNCOND]
+    return options
+
+
+def calc_cond_uncond_batch(model, cond, uncond, x_in, timestep, model_options):
+    """Mirrors ``calc_cond_uncond_batch``: evaluate every cond and uncond entry on ``x_in`` and return
+    (cond prediction, uncond prediction), each the strength-weighted mean over its entries (zeros for
+    a side with no entries). ``model`` is the ``KModel``; ``timestep`` holds one sigma per image."""
+    images = x_in.shape[0]
+    queue = [(entry, COND) for entry in cond] + [(entry, UNCOND) for entry in (uncond or [])]
+    totals = {COND: torch.zeros_like(x_in), UNCOND: torch.zeros_like(x_in)}
+    weights = {COND: 1e-37, UNCOND: 1e-37}
+
+    while queue:
+        count = chunks_per_call(len(queue))
+        batch = queue[len(queue) - count:][::-1]
+        del queue[len(queue) - count:]
+        kinds = [kind for _, kind in batch]
+
+        c = {
+            "c_crossattn": _stack_contexts([_context_rows(entry, images) for entry, _ in batch]),
+            "transformer_options": _call_options(model_options, kinds, timestep),
+        }
+        rows_in = torch.cat([x_in] * len(batch))
+        rows_t = torch.cat([timestep] * len(batch))
+        wrapper = model_options.get("model_function_wrapper")
+        if wrapper is not None:
+            output = wrapper(model.apply_model, {"input": rows_in, "timestep": rows_t, "c": c, "cond_or_uncond": kinds})
+        else:
+            output = model.apply_model(rows_in, rows_t, **c)
+
+        for (entry, kind), piece in zip(batch, output.chunk(len(batch))):
+            strength = entry.get("strength", 1.0)
+            totals[kind] = totals[kind] + piece * strength
+            weights[kind] = weights[kind] + strength
+
+    return totals[COND] / weights[COND], totals[UNCOND] / weights[UNCOND]
+
+
+def sampling_function_inner(model, x, timestep, uncond, cond, cond_scale, model_options={}, seed=None, return_full=False):
+    """Mirrors ``sampling_function_inner``: classifier-free guidance
+    ``uncond + (cond - uncond) * cond_scale``, the difference further multiplied by the sum of the cond
+    strengths when that is not 1 (so AND sub-prompts add up). At ``cond_scale`` 1 the uncond is skipped
+    (its prediction is then zero) unless ``disable_cfg1_optimization``. ``return_full`` also returns
+    the two predictions. Simplified: no sampler (pre/post) CFG functions; ``seed`` is unused."""
+    skip_uncond = math.isclose(cond_scale, 1.0) and not model_options.get("disable_cfg1_optimization", False)
+    cond_pred, uncond_pred = calc_cond_uncond_batch(model, cond, None if skip_uncond else uncond, x, timestep,
+                                                    model_options)
+    total_strength = sum(entry.get("strength", 1.0) for entry in cond)
+    gain = cond_scale if math.isclose(total_strength, 1.0) else cond_scale * total_strength
+    guided = uncond_pred + (cond_pred - uncond_pred) * gain
+    return (guided, cond_pred, uncond_pred) if return_full else guided
