@@ -25,6 +25,7 @@ from realhost.webui_api import (
     TARGET_PROMPT,
     Generation,
     WebUI,
+    is_forge,
     masactrl_args,
     payload,
     plain_sources_payload,
@@ -71,6 +72,12 @@ def plain_before(webui: WebUI) -> Generation:
 
 
 @pytest.fixture(scope="session")
+def forge(plain_before: Generation) -> bool:
+    """Whether the WebUI under test is WebUI Forge (its version string starts with "f")."""
+    return is_forge(plain_before)
+
+
+@pytest.fixture(scope="session")
 def plain_targets(webui: WebUI) -> Generation:
     """The targets' plain counterparts: the main prompt on the same seeds, same batch shape."""
     return webui.generate(payload(TARGET_PROMPT))
@@ -101,6 +108,13 @@ def controlnet_model(webui: WebUI) -> str:
     if not models:
         pytest.skip("no canny ControlNet model is installed (see /work/shared/lab/build.sh)")
     return models[0]
+
+
+@pytest.fixture(scope="session")
+def no_preprocessor(forge: bool) -> str:
+    """The ControlNet preprocessor that passes a map through: "none" in the ControlNet extension,
+    "None" in Forge's built-in ControlNet (which fails on "none")."""
+    return "None" if forge else "none"
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 timeouts, payloads built from MasaCtrl's field names, images decoded for comparison and infotexts
 read back.
 
-Only the standard library, numpy and Pillow at import: the tier talks to the WebUI over HTTP, as an
+Only the standard library, numpy, Pillow and pytest at import: the tier talks to the WebUI over HTTP, as an
 API user does, and must not depend on a package the test environment only happens to carry. The
 field table (``lib_masactrl.fields``, which imports torch) is imported where a payload is built,
 so that skipping the tier without a WebUI stays quick.
@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Sequence
 
 import numpy as np
+import pytest
 from PIL import Image
 
 URL_VARIABLE = "MASACTRL_WEBUI_URL"
@@ -59,6 +60,21 @@ HOST_SETTINGS = {"emphasis": "No norm"}
 SAME_MAX = 4
 SAME_MEAN = 0.1
 DIFFERENT_MEAN = 0.5
+
+
+FORGE_NOT_YET = "MasaCtrl in WebUI Forge does not"
+"""How Forge's refusal of a feature MasaCtrl has only in A1111 so far begins."""
+
+
+def is_forge(generation: "Generation") -> bool:
+    """Whether ``generation`` was made by WebUI Forge, whose version strings start with "f"."""
+    return str(generation.info.get("version", "")).startswith("f")
+
+
+def skip_in_forge(forge: bool, what: str) -> None:
+    """Skip a scenario MasaCtrl refuses in Forge for now; ``test_9_forge.py`` checks the refusal."""
+    if forge:
+        pytest.skip(f"{what} is refused in WebUI Forge for now (test_9_forge.py checks the refusal)")
 
 
 def webui_url() -> str | None:
