@@ -229,10 +229,8 @@ def sdxl_refiner_unet(seed: int = 0, context_dim: int = 1280, adm_in_channels: i
             attention_resolutions=[4, 2],
             num_res_blocks=2,
             channel_mult=[1, 2, 4, 4],
+            use_spatial_transformer=True, transformer_depth=1, context_dim=context_dim,
             num_head_channels=8,
-            use_spatial_transformer=True,
-            transformer_depth=1,
-            context_dim=context_dim,
             use_linear_in_transformer=True,
             legacy=False,
         )
