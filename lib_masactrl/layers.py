@@ -17,7 +17,7 @@ from torch import nn
 _FAMILY_BY_CONTEXT_DIM = {768: "SD1.x", 1024: "SD2.x", 1280: "SDXL refiner", 2048: "SDXL"}
 
 # ldm/sgm UNetModel runs these children in this order; other children hold no transformer blocks.
-_UNET_STAGES = ("input_blocks", "middle_block", "output_blocks")
+UNET_STAGES = ("input_blocks", "middle_block", "output_blocks")
 
 
 def is_attention(module: nn.Module) -> bool:
@@ -45,8 +45,8 @@ class Layer:
 
 
 def _stages(unet: nn.Module) -> List[Tuple[str, nn.Module]]:
-    if all(isinstance(getattr(unet, stage, None), nn.Module) for stage in _UNET_STAGES):
-        return [(stage, getattr(unet, stage)) for stage in _UNET_STAGES]
+    if all(isinstance(getattr(unet, stage, None), nn.Module) for stage in UNET_STAGES):
+        return [(stage, getattr(unet, stage)) for stage in UNET_STAGES]
     return [("", unet)]
 
 

@@ -270,14 +270,12 @@ def test_control_residuals_leave_the_sources_rows_when_narrowed_to_targets():
     session.close()
 
 
-def test_units_are_counted_from_the_built_in_controlnet_script_and_per_unit_is_refused():
-    script = SimpleNamespace(title=lambda: "ControlNet", args_from=1, args_to=4)
-    p = fake_p(None, scripts=SimpleNamespace(alwayson_scripts=[script]),
-               script_args=[True, SimpleNamespace(enabled=True), {"enabled": False}, {"enabled": True}])
-    assert forge_sampling.enabled_control_units(p) == 2
-    assert forge_sampling.narrows_control(p, ScriptArgs(enabled=True))
-    assert not forge_sampling.narrows_control(p, ScriptArgs(enabled=True, controlnet=ControlNetScope.BOTH.value))
-    problem = forge_sampling.unsupported_request(p, ScriptArgs(enabled=True, controlnet=ControlNetScope.PER_UNIT.value))
+def test_units_narrow_to_the_targets_by_default_and_per_unit_is_refused():
+    assert forge_sampling.narrows_control(ScriptArgs(enabled=True), 2)
+    assert not forge_sampling.narrows_control(ScriptArgs(enabled=True), 0)
+    assert not forge_sampling.narrows_control(ScriptArgs(enabled=True, controlnet=ControlNetScope.BOTH.value), 2)
+    per_unit = ScriptArgs(enabled=True, controlnet=ControlNetScope.PER_UNIT.value)
+    problem = forge_sampling.unsupported_request(fake_p(None), per_unit, 2)
     assert problem and "one by one" in problem
 
 

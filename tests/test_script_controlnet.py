@@ -375,6 +375,20 @@ def controlnet_row(host, is_img2img):
 # --- 1. default: ControlNet on the targets only ---------------------------------------------
 
 
+def test_enabled_units_are_counted_from_the_controlnet_scripts_own_arguments(host):
+    """Forge's built-in ControlNet keeps no hooked network: its units are the script's arguments,
+    objects or dicts with ``enabled``."""
+    from types import SimpleNamespace
+
+    from lib_masactrl.webui import controlnet
+
+    script = SimpleNamespace(title=lambda: "ControlNet", args_from=1, args_to=4)
+    p = SimpleNamespace(scripts=SimpleNamespace(alwayson_scripts=[script]),
+                        script_args=[True, SimpleNamespace(enabled=True), {"enabled": False}, {"enabled": True}])
+    assert controlnet.enabled_unit_count(p) == 2
+    assert controlnet.enabled_unit_count(SimpleNamespace(scripts=SimpleNamespace(alwayson_scripts=[]))) == 0
+
+
 @pytest.mark.parametrize("host", [CONTROLNET_FIRST, MASACTRL_FIRST], indirect=True)
 def test_units_reach_only_the_targets_by_default(host, models, request):
     from modules import extensions

@@ -14,9 +14,7 @@ from typing import Any
 
 from torch import nn
 
-from ..layers import LayerMap
-
-_UNET_STAGES = ("input_blocks", "middle_block", "output_blocks")
+from ..layers import UNET_STAGES, LayerMap
 
 
 def patcher_of(model: Any) -> Any:
@@ -28,7 +26,7 @@ def unet_or_none(model: Any) -> nn.Module | None:
     """The U-Net of an SD1.x, SD2.x or SDXL model as Forge loads it, or ``None`` for any other
     model (Flux, SD3, ...) or none."""
     network = getattr(getattr(patcher_of(model), "model", None), "diffusion_model", None)
-    if not isinstance(network, nn.Module) or not all(hasattr(network, stage) for stage in _UNET_STAGES):
+    if not isinstance(network, nn.Module) or not all(hasattr(network, stage) for stage in UNET_STAGES):
         return None
     return network if len(LayerMap.from_unet(network)) else None
 

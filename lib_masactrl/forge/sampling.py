@@ -1,11 +1,11 @@
 """One Forge sampling pass with MasaCtrl, and what MasaCtrl does not do in Forge yet.
 
 The WebUI-side work (arguments, pairing, infotext, notes, refusals) is the same as in A1111 and is
-done by :mod:`lib_masactrl.webui.generation`; for each pass it calls :func:`start_pass` here, which
-installs MasaCtrl on a clone of the pass's U-Net patcher (:mod:`.unet`) and hands the clone to
-``p.sd_model.forge_objects``. Each of the pass's U-Net calls then reports its own noise level and
-chunks, so Forge's ``on_cfg_denoiser`` (whose ``x`` holds one row per image, not the U-Net's rows)
-is not used.
+done by :mod:`lib_masactrl.webui.generation`, which also counts the ControlNet units; for each pass
+it gives the session :func:`attacher_for`, which installs MasaCtrl on a clone of the pass's U-Net
+patcher (:mod:`.unet`) and hands the clone to ``p.sd_model.forge_objects``. Each of the pass's
+U-Net calls then reports its own noise level and chunks, so Forge's ``on_cfg_denoiser`` (whose
+``x`` holds one row per image, not the U-Net's rows) is not used.
 """
 
 from __future__ import annotations
@@ -22,33 +22,21 @@ from . import model, unet
 NOT_YET = "MasaCtrl in WebUI Forge does not {what} yet; {fix}"
 
 
-def unsupported_request(p: Any, args: ScriptArgs) -> str | None:
-    """Why this Forge generation asks for something MasaCtrl does not do in Forge yet, or ``None``."""
+def unsupported_request(p: Any, args: ScriptArgs, control_units: int) -> str | None:
+    """Why this Forge generation, with ``control_units`` ControlNet units on, asks for something
+    MasaCtrl does not do in Forge yet, or ``None``."""
     problems: List[str] = []
     if args.invert and hasattr(p, "init_images"):
         problems.append(NOT_YET.format(what="edit real images (inverting the init image)",
                                        fix="untick 'Invert the init image' to edit from the init image as it is"))
     if args.uses_control_maps:
         problems.append(NOT_YET.format(what="give targets their own control maps", fix="set the maps in ControlNet's units"))
-    if args.controlnet == ControlNetScope.PER_UNIT.value and enabled_control_units(p):
+    if args.controlnet == ControlNetScope.PER_UNIT.value and control_units:
         problems.append(NOT_YET.format(what="give ControlNet units to sources or targets one by one",
                                        fix="set 'ControlNet units apply to' to targets or both"))
     if getattr(p, "refiner_checkpoint", None) not in (None, "", "None", "none"):
         problems.append(NOT_YET.format(what="follow a refiner", fix="turn the refiner off"))
     return "; ".join(problems) if problems else None
-
-
-def enabled_control_units(p: Any) -> int:
-    """How many of the built-in ControlNet's units are on in this generation (its script is found
-    by title, its units are the script's arguments, objects or dicts with ``enabled``)."""
-    runner = getattr(p, "scripts", None)
-    arguments = getattr(p, "script_args", None) or ()
-    for script in getattr(runner, "alwayson_scripts", None) or ():
-        if script.title().lower() == "controlnet":
-            units = arguments[script.args_from:script.args_to]
-            return sum(bool(unit.get("enabled") if isinstance(unit, dict) else getattr(unit, "enabled", False))
-                       for unit in units)
-    return 0
 
 
 def levels_of(p: Any, steps: PassSteps) -> PassSteps:
@@ -62,9 +50,10 @@ def levels_of(p: Any, steps: PassSteps) -> PassSteps:
     return PassSteps.from_levels([float(sigmas[min(max(round(level), 0), last)]) for level in steps.levels])
 
 
-def narrows_control(p: Any, args: ScriptArgs) -> bool:
-    """Whether the built-in ControlNet's units must be taken off the sources ("targets")."""
-    return args.controlnet == ControlNetScope.TARGETS.value and enabled_control_units(p) > 0
+def narrows_control(args: ScriptArgs, control_units: int) -> bool:
+    """Whether the built-in ControlNet's ``control_units`` enabled units must be taken off the
+    sources ("targets")."""
+    return args.controlnet == ControlNetScope.TARGETS.value and control_units > 0
 
 
 def attacher_for(p: Any, session: GenerationSession, narrow: bool) -> Attacher:

@@ -9,7 +9,8 @@ and then runs ``process_before_every_sampling``; :func:`attach` clones the pass'
   ``BasicTransformerBlock._forward``): Forge hands it the projected queries, keys and values of
   every row and expects the attention's output before ``to_out``; it runs
   :meth:`~lib_masactrl.controller.MasaCtrlController.attention_qkv` with Forge's own attention
-  kernel (``backend.attention.attention_function``) or the replace patch that was there before;
+  kernel (``backend.attention.attention_function``, looked up once per pass) or the replace patch
+  that was there before;
 - with word masks, an attn2 replace patch on every layer that collects cross-attention maps
   from the queries and keys Forge hands it;
 - a model function wrapper (backend/sampling/sampling_function.py, ``calc_cond_uncond_batch``)
@@ -46,6 +47,9 @@ _STAGES = {"input_blocks": "input", "middle_block": "middle", "output_blocks": "
 # cond_or_uncond's values (sampling_function.py: COND = 0, UNCOND = 1).
 _GROUPS = {0: COND, 1: UNCOND}
 
+Kernel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int], torch.Tensor]
+"""Forge's attention function (backend/attention.py, ``attention_function``): q, k, v, heads."""
+
 CallListener = Callable[[float, List[str], int, Tuple[int, int] | None], Sequence[bool] | None]
 """What the wrapper tells before each U-Net call: noise level, chunk groups, rows, latent size.
 It answers which of the call's rows keep their ControlNet residuals (``None``: all of them)."""
@@ -75,20 +79,30 @@ class _Installed:
 
 
 class _LayerPatch(_Installed):
-    """A replace patch of one layer, over whatever replace patch the layer had before."""
+    """A replace patch of one layer, over whatever replace patch the layer had before (``previous``);
+    without one, ``kernel`` is Forge's attention function."""
 
-    def __init__(self, layer: int, controller: MasaCtrlController, previous: Any) -> None:
+    def __init__(self, layer: int, controller: MasaCtrlController, previous: Any, kernel: Kernel) -> None:
         super().__init__()
         self.layer = layer
         self.controller = controller
         self.previous = previous
+        self.kernel = kernel
+
+    def host_attention(self, extra_options: Dict[str, Any]) -> Callable[..., torch.Tensor]:
+        """The attention the block would have run: the earlier replace patch, else Forge's kernel."""
+        previous = self.previous
+        if previous is not None:
+            return lambda q, k, v: previous(q, k, v, extra_options)
+        kernel, heads = self.kernel, int(extra_options["n_heads"])
+        return lambda q, k, v: kernel(q, k, v, heads)
 
 
 class _SelfAttention(_LayerPatch):
     """attn1 replace patch: controlled self-attention."""
 
     def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, extra_options: Dict[str, Any]) -> torch.Tensor:
-        attend = _host_attention(self.previous, extra_options)
+        attend = self.host_attention(extra_options)
         controller = self.controller
         if controller is None:
             return attend(q, k, v)
@@ -100,25 +114,13 @@ class _CrossAttentionMaps(_LayerPatch):
     for them."""
 
     def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, extra_options: Dict[str, Any]) -> torch.Tensor:
-        out = _host_attention(self.previous, extra_options)(q, k, v)
+        out = self.host_attention(extra_options)(q, k, v)
         controller = self.controller
         if controller is not None:
             request = controller.map_request(self.layer, (q,), {})
             if request is not None:
                 controller.add_maps(self.layer, request, int(extra_options["n_heads"]), q, k)
         return out
-
-
-def _host_attention(previous: Any, extra_options: Dict[str, Any]) -> Callable[..., torch.Tensor]:
-    """The attention the block would have run: the replace patch that was there before, else
-    Forge's kernel. The kernel is looked up at call time: Forge chooses it at start-up
-    (backend/attention.py), and this module is also loaded, unused, in A1111, which has no
-    ``backend`` to import."""
-    if previous is not None:
-        return lambda q, k, v: previous(q, k, v, extra_options)
-    heads = int(extra_options["n_heads"])
-    kernel = importlib.import_module("backend.attention").attention_function
-    return lambda q, k, v: kernel(q, k, v, heads)
 
 
 class _CallWrapper(_Installed):
@@ -217,17 +219,21 @@ def attach(
     schedule = settings.schedule(len(layer_map) if controllable else 0, None, layer_map.family)
     controller = MasaCtrlController(settings, schedule, masks)
     keys = {layer.index: block_key(layer.name) for layer in layer_map}
+    # Forge picks its attention function when backend.attention is first imported; this module is
+    # also loaded, unused, in A1111, which has no backend, so it is looked up here, once per pass.
+    kernel: Kernel = importlib.import_module("backend.attention").attention_function
     clone = patcher.clone()
     attachment = ForgeAttachment(clone, unet, controller)
     self_replaced, cross_replaced = _replace_patches(clone, "attn1"), _replace_patches(clone, "attn2")
     for layer in layer_map:
         key = keys[layer.index]
         if layer.self_attention and schedule.controls_layer(layer.index):
-            patch = _SelfAttention(layer.index, controller, self_replaced.get(key, self_replaced.get(key[:2])))
+            patch = _SelfAttention(layer.index, controller, self_replaced.get(key, self_replaced.get(key[:2])), kernel)
             clone.set_model_attn1_replace(patch, *key)
             attachment._installed.append(patch)
         if masks is not None and masks.needs_maps:
-            maps = _CrossAttentionMaps(layer.index, controller, cross_replaced.get(key, cross_replaced.get(key[:2])))
+            previous = cross_replaced.get(key, cross_replaced.get(key[:2]))
+            maps = _CrossAttentionMaps(layer.index, controller, previous, kernel)
             clone.set_model_attn2_replace(maps, *key)
             attachment._installed.append(maps)
     wrapper = _CallWrapper(listener, clone.model_options.get("model_function_wrapper"), controller)

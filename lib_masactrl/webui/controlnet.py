@@ -41,6 +41,17 @@ def script_of(p: Any) -> Any:
     return None
 
 
+def enabled_unit_count(p: Any) -> int:
+    """How many of this generation's ControlNet units are on, read from the ControlNet script's own
+    arguments (objects or dicts with ``enabled``): Forge's built-in ControlNet keeps no hooked
+    network to ask, so this is how a Forge generation learns of its units."""
+    script = script_of(p)
+    if script is None:
+        return 0
+    units = (getattr(p, "script_args", None) or ())[script.args_from:script.args_to]
+    return sum(bool(unit.get("enabled") if isinstance(unit, dict) else getattr(unit, "enabled", False)) for unit in units)
+
+
 def network_of(p: Any) -> Any:
     """ControlNet's hooked network of the pass about to sample (its ``UnetHook``), or ``None``."""
     return getattr(script_of(p), "latest_network", None)

@@ -216,7 +216,7 @@ def _start(p: Any, state: GenerationState, args: Sequence[Any]) -> None:
     if loaded is None:
         state.refuse(model.unsupported(getattr(p, "sd_model", None)))
         return
-    problem = forge_sampling.unsupported_request(p, parsed) if compat.is_forge() else None
+    problem = forge_sampling.unsupported_request(p, parsed, controlnet.enabled_unit_count(p)) if compat.is_forge() else None
     if problem:
         state.refuse(problem)
         return
@@ -324,7 +324,7 @@ def _before_sampling(p: Any, state: GenerationState, session: GenerationSession,
     if compat.is_forge():
         steps = forge_sampling.levels_of(p, steps)
         guide = masks.guide_for(p, session, len(steps)) if controlled else None
-        narrow = forge_sampling.narrows_control(p, session.args)
+        narrow = forge_sampling.narrows_control(session.args, controlnet.enabled_unit_count(p))
         session.start_pass(unet, controlled, steps, sampling.pass_name(p, hires, steps), masks=guide,
                            attacher=forge_sampling.attacher_for(p, session, narrow), rows_needed=narrow)
         return
