@@ -53,11 +53,21 @@ class SourceAnchor:
         anchored[stack_rows] = latents[sources]
         return anchored
 
+    def images(self, x: torch.Tensor, level: float) -> torch.Tensor:
+        """The batch's latents ``x`` at noise ``level``, one row per image (what a host's denoiser
+        callback sees when it stacks the U-Net's rows only later, as WebUI Forge does), with every
+        source image at its trajectory latent."""
+        return self._with_sources(x, self._on(x).at(level))
+
     def outputs(self, samples: torch.Tensor) -> torch.Tensor:
         """The sampled latents of the batch (one row per image) with every source image's at the
         inverted latent."""
-        clean = self._on(samples).clean
+        return self._with_sources(samples, self._on(samples).clean)
+
+    def _with_sources(self, batch: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+        """``batch`` (one row per image) with each source image's row taken from ``latents``
+        (one row per trajectory row)."""
         images = sorted(self.rows)
-        finished = samples.clone()
-        finished[images] = clean[[self.rows[image] for image in images]]
-        return finished
+        placed = batch.clone()
+        placed[images] = latents[[self.rows[image] for image in images]]
+        return placed

@@ -72,6 +72,8 @@ class GenerationSession:
         self.steps_controlled = 0
         """Steps of the current pass that should have been controlled."""
         self.attacher: Attacher = attach_modules
+        self.inverting = False
+        """Whether the model calls now running invert the init image, outside the pass's steps."""
 
     @property
     def source_images(self) -> List[int]:
@@ -87,7 +89,11 @@ class GenerationSession:
             if self.attachment is not None:
                 layout = StepLayout.cfg((None,) * x.shape[0], uncond=False)
                 self.attachment.controller.begin_step(None, layout)
-            return call(x, sigma)
+            self.inverting = True
+            try:
+                return call(x, sigma)
+            finally:
+                self.inverting = False
 
         return run
 
@@ -215,9 +221,10 @@ class GenerationSession:
         """Before each U-Net call of a host that stacks a call's rows in chunks of the whole batch
         (WebUI Forge, see :meth:`StepLayout.chunks`): the call's step, from its noise level
         ``level``, its chunks' groups, its row count and its latent's height and width. Such a host
-        tells each U-Net call apart, so the step and layout are per call, not per denoiser call."""
+        tells each U-Net call apart, so the step and layout are per call, not per denoiser call. The
+        inversion's calls (see :meth:`inversion_call`) belong to no step and are left uncontrolled."""
         attachment = self.attachment
-        if attachment is None or self.steps is None:
+        if attachment is None or self.steps is None or self.inverting:
             return
         try:
             layout = self._checked(StepLayout.chunks(self.pairing.reads_from, groups), rows, "a U-Net call held")
@@ -226,6 +233,18 @@ class GenerationSession:
             layout = None
         self._begin_step(attachment, self.steps.step_at(level), layout)
         attachment.controller.begin_unet_call(rows, tuple(latent_size) if latent_size is not None else None)
+
+    def images_call(self, level: float, x: torch.Tensor) -> torch.Tensor:
+        """Before each denoiser call of a host whose denoiser callback sees one row per image (WebUI
+        Forge; its U-Net calls report their steps and rows themselves, see :meth:`chunked_call`):
+        ``x`` at noise ``level``, with the sources on their trajectory when they follow one."""
+        if self.anchor is None or self.steps is None:
+            return x
+        if x.shape[0] != len(self.pairing):
+            self.note(f"the denoiser held {x.shape[0]} images where MasaCtrl expected {len(self.pairing)}; "
+                      "the sources could not follow their inversion in those steps")
+            return x
+        return self.anchor.images(x, level)
 
     def finished_latents(self, samples: torch.Tensor) -> torch.Tensor:
         """A pass's sampled latents (one row per image of the batch), with the sources at their

@@ -50,9 +50,7 @@ class MasaCtrlScript(scripts.Script):
 
 
 compat.announce()
-if not compat.is_forge():
-    # Forge's U-Net calls report their own steps and rows (lib_masactrl.forge).
-    script_callbacks.on_cfg_denoiser(denoiser.on_cfg_denoiser)
+script_callbacks.on_cfg_denoiser(denoiser.on_cfg_denoiser)
 script_callbacks.on_ui_settings(options.on_ui_settings)
 script_callbacks.on_infotext_pasted(infotext.on_infotext_pasted)
 script_callbacks.on_model_loaded(generation.on_model_loaded)

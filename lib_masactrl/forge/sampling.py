@@ -26,9 +26,6 @@ def unsupported_request(p: Any, args: ScriptArgs, control_units: int) -> str | N
     """Why this Forge generation, with ``control_units`` ControlNet units on, asks for something
     MasaCtrl does not do in Forge yet, or ``None``."""
     problems: List[str] = []
-    if args.invert and hasattr(p, "init_images"):
-        problems.append(NOT_YET.format(what="edit real images (inverting the init image)",
-                                       fix="untick 'Invert the init image' to edit from the init image as it is"))
     if args.uses_control_maps:
         problems.append(NOT_YET.format(what="give targets their own control maps", fix="set the maps in ControlNet's units"))
     if args.controlnet == ControlNetScope.PER_UNIT.value and control_units:
@@ -56,6 +53,11 @@ def narrows_control(args: ScriptArgs, control_units: int) -> bool:
     return args.controlnet == ControlNetScope.TARGETS.value and control_units > 0
 
 
+def has_control(p: Any) -> bool:
+    """Whether the built-in ControlNet put units on this pass's U-Net patcher."""
+    return getattr(model.patcher_of(p.sd_model), "controlnet_linked_list", None) is not None
+
+
 def attacher_for(p: Any, session: GenerationSession, narrow: bool) -> Attacher:
     """Installs MasaCtrl for one pass on a clone of the pass's U-Net patcher and puts the clone in
     ``forge_objects``, where the pass's sampler reads it. With ``narrow``, every U-Net call keeps
@@ -64,6 +66,8 @@ def attacher_for(p: Any, session: GenerationSession, narrow: bool) -> Attacher:
 
     def listener(level: float, groups: List[str], rows: int, latent: Tuple[int, int] | None) -> List[bool] | None:
         session.chunked_call(level, groups, rows, latent)
+        if narrow and session.inverting:
+            return [False] * rows  # the inversion's rows are all sources
         if not narrow or rows % images:
             return None
         return [session.pairing.is_target(row % images) for row in range(rows)]

@@ -1,7 +1,8 @@
 """The CFG denoiser callback: before each denoiser call the session learns the noise level the
 sampler calls the model at, which gives the call's step (:mod:`lib_masactrl.steps`), and how the
 WebUI stacked its rows (sd_samplers_cfg_denoiser.py, ``CFGDenoiser.forward``). The callback may
-replace the stacked input (``params.x``), which is how sources follow their inversion."""
+replace the stacked input (``params.x``), which is how sources follow their inversion. In Forge the
+callback sees one row per image and serves only that (:meth:`GenerationSession.images_call`)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any, List
 
 from modules import prompt_parser
 
-from . import generation, model
+from . import compat, generation, model
 
 
 def _cond_repeats(p: Any, rows: int) -> List[int] | None:
@@ -26,6 +27,10 @@ def on_cfg_denoiser(params: Any) -> None:
     p = getattr(denoiser, "p", None)
     session = generation.session_of(p)
     if session is None:
+        return
+    if compat.is_forge():
+        # Forge's ``x`` holds one row per image; its U-Net calls report their own steps and rows.
+        params.x = session.images_call(float(params.sigma.max()), params.x)
         return
     params.x = session.denoiser_call(
         unet=model.loaded_unet(),

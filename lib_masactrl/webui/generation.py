@@ -327,14 +327,17 @@ def _before_sampling(p: Any, state: GenerationState, session: GenerationSession,
         narrow = forge_sampling.narrows_control(session.args, controlnet.enabled_unit_count(p))
         session.start_pass(unet, controlled, steps, sampling.pass_name(p, hires, steps), masks=guide,
                            attacher=forge_sampling.attacher_for(p, session, narrow), rows_needed=narrow)
-        return
-    network = controlnet.network_of(p)
-    assignments = controlnet.own_assignment(p) if session.args.controlnet == ControlNetScope.TARGETS else None
-    guide = masks.guide_for(p, session, len(steps)) if controlled else None
-    maps = controlnet.unit_maps(p, session.pairing, session.args, state.maps) if state.maps else None
-    session.start_pass(unet, controlled, steps, sampling.pass_name(p, hires, steps), network, assignments, guide, maps)
+        units = forge_sampling.has_control(p)
+    else:
+        network = controlnet.network_of(p)
+        assignments = controlnet.own_assignment(p) if session.args.controlnet == ControlNetScope.TARGETS else None
+        guide = masks.guide_for(p, session, len(steps)) if controlled else None
+        maps = controlnet.unit_maps(p, session.pairing, session.args, state.maps) if state.maps else None
+        session.start_pass(unet, controlled, steps, sampling.pass_name(p, hires, steps), network, assignments, guide,
+                           maps)
+        units = bool(getattr(network, "control_params", None))
     if inversion.inverts(p, session.args) and not hires:
-        inversion.install(p, session, kwargs["x"], kwargs["noise"], kwargs["c"], kwargs["uc"], network)
+        inversion.install(p, session, kwargs["x"], kwargs["noise"], kwargs["c"], kwargs["uc"], units)
         state.noise_watch = sampling.NoiseWatch(p)
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-from typing import Any, Callable, Iterator, List, Tuple
+from typing import Any, Callable, ContextManager, Iterator, List, Tuple
 
 import numpy as np
 import torch
@@ -16,11 +16,12 @@ import tqdm
 from modules import prompt_parser, sd_samplers_common, shared
 
 from ..fields import ScriptArgs
+from ..forge import inversion as forge_inversion
 from ..inversion import InversionInterrupted, classifier_free
 from ..inversion_cache import InversionCache, InversionKey, invert_cached, tensor_digest
 from ..session import GenerationSession
 from ..settings import SettingsError
-from . import options
+from . import compat, options
 
 logger = logging.getLogger("masactrl")
 
@@ -54,16 +55,40 @@ def _rows(cond: Any, rows: List[int]) -> Any:
 
 
 def _denoiser(p: Any, session: GenerationSession, sources: List[int], c: Any, uc: Any) -> Tuple[Any, List[Any]]:
-    """The sampler's own model wrapper closed over the sources' conditioning, built the way
-    ``CFGDenoiser.forward`` builds it (sd_samplers_cfg_denoiser.py), without the CFG denoiser's
-    step counter, callbacks or mask blending, which belong to the sampling that follows. Returns
-    it with the conditioning its calls receive, for the cache key."""
+    """The sources' denoiser, with guidance at the inversion's scale, and the conditioning its calls
+    receive (for the cache key): the sources' first prompt (multicond's first sub-prompt at step 0)
+    and, with guidance, their negative prompt."""
     conds_list, cond = prompt_parser.reconstruct_multicond_batch(c, 0)
     cond = _rows(cond, [conds_list[image][0][0] for image in sources])
     image_cond = p.image_conditioning[sources]
     consumed = [cond, image_cond]
+    model = _forge_model(p, session) if compat.is_forge() else _webui_model(p, session)
+    denoise_cond = model(cond, image_cond)
+    scale = session.args.inversion_cfg
+    if scale == 1:
+        return denoise_cond, consumed
+    uncond = _rows(prompt_parser.reconstruct_cond_batch(uc, 0), sources)
+    image_uncond = torch.zeros_like(image_cond) if _adm_conditioned() else image_cond
+    return classifier_free(denoise_cond, model(uncond, image_uncond), scale), [*consumed, uncond, image_uncond]
+
+
+ModelCall = Callable[[Any, Any], Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]
+"""The host's model, conditioned: text conditioning and image conditioning in, a denoiser out."""
+
+
+def _adm_conditioned() -> bool:
+    """Whether the model takes its image conditioning as ``c_adm`` (A1111's unCLIP models), whose
+    unconditional side is zeros."""
+    inner = getattr(shared.sd_model, "model", None)
+    return getattr(inner, "conditioning_key", None) == "crossattn-adm"
+
+
+def _webui_model(p: Any, session: GenerationSession) -> ModelCall:
+    """A1111: the sampler's own model wrapper closed over the conditioning, built the way
+    ``CFGDenoiser.forward`` builds it (sd_samplers_cfg_denoiser.py), without the CFG denoiser's
+    step counter, callbacks or mask blending, which belong to the sampling that follows."""
     wrap = p.sampler.model_wrap
-    adm = shared.sd_model.model.conditioning_key == "crossattn-adm"
+    adm = _adm_conditioned()
 
     def conditioned(crossattn: Any, image: Any) -> Any:
         if adm:
@@ -72,16 +97,21 @@ def _denoiser(p: Any, session: GenerationSession, sources: List[int], c: Any, uc
             return {**crossattn, "c_concat": [image]}
         return {"c_crossattn": [crossattn], "c_concat": [image]}
 
-    def model(crossattn: Any, image: Any) -> Any:
+    def model(crossattn: Any, image: Any) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         return session.inversion_call(lambda x, sigma: wrap(x, sigma, cond=conditioned(crossattn, image)))
 
-    denoise_cond = model(cond, image_cond)
-    scale = session.args.inversion_cfg
-    if scale == 1:
-        return denoise_cond, consumed
-    uncond = _rows(prompt_parser.reconstruct_cond_batch(uc, 0), sources)
-    image_uncond = torch.zeros_like(image_cond) if adm else image_cond
-    return classifier_free(denoise_cond, model(uncond, image_uncond), scale), [*consumed, uncond, image_uncond]
+    return model
+
+
+def _forge_model(p: Any, session: GenerationSession) -> ModelCall:
+    """Forge: the pass's U-Net patcher, MasaCtrl's clone included (see
+    :func:`lib_masactrl.forge.inversion.denoiser`)."""
+    patcher = p.sd_model.forge_objects.unet
+
+    def model(crossattn: Any, image: Any) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        return session.inversion_call(forge_inversion.denoiser(patcher, crossattn, image))
+
+    return model
 
 
 def _model_identity(p: Any) -> str:
@@ -136,6 +166,14 @@ def _init_digest(p: Any) -> str:
     return digest.hexdigest()
 
 
+def _model_ready(p: Any, x0: torch.Tensor) -> ContextManager[None]:
+    """The host's preparation of the model for sampling, which in Forge comes after this hook and
+    must come before the inversion's model calls (:func:`lib_masactrl.forge.inversion.sampling_ready`)."""
+    if compat.is_forge():
+        return forge_inversion.sampling_ready(p.sd_model.forge_objects.unet, x0)
+    return contextlib.nullcontext()
+
+
 @contextlib.contextmanager
 def _console_progress(total: int) -> Iterator[Callable[[int, int], None]]:
     """Progress of the inversion in the WebUI's progress bar and the console. The console's bar
@@ -158,7 +196,7 @@ def _console_progress(total: int) -> Iterator[Callable[[int, int], None]]:
             bar.close()
 
 
-def install(p: Any, session: GenerationSession, x: Any, noise: Any, c: Any, uc: Any, network: Any) -> None:
+def install(p: Any, session: GenerationSession, x: Any, noise: Any, c: Any, uc: Any, units: bool) -> None:
     """Invert the sources' init latents along the sampler's own schedule and make every row
     start from its source's inverted latent, by writing ``noise`` in place: the sampler starts
     from ``x + noise * sigma_sched[0]`` (sd_samplers_kdiffusion.py, ``sample_img2img``).
@@ -184,12 +222,12 @@ def install(p: Any, session: GenerationSession, x: Any, noise: Any, c: Any, uc: 
     reads = options.inversion_reads()
     p.extra_generation_params[options.READS_INFOTEXT] = reads.value
     CACHE.max_entries = options.cache_size()
-    # ControlNet units shape the inversion through hints the key does not hold: no caching then.
-    cache = InversionCache(0) if getattr(network, "control_params", None) else CACHE
+    # ControlNet units (``units``) shape the inversion through hints the key does not hold: no caching then.
+    cache = InversionCache(0) if units else CACHE
     job = shared.state.job
     shared.state.job = JOB
     try:
-        with _console_progress(len(sigma_sched) - 1) as progress:
+        with _model_ready(p, x0), _console_progress(len(sigma_sched) - 1) as progress:
             # The probe costs a model call, which only a cache that can hit pays back.
             probe = _probe(denoise, x0, sigma_sched) if cache.max_entries else ""
             key = InversionKey.create(

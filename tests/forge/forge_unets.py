@@ -10,6 +10,7 @@ import torch
 from backend.modules.k_model import KModel
 from backend.nn.unet import IntegratedUNet2DConditionModel
 from backend.patcher.unet import UnetPatcher
+from backend.sampling.condition import compile_conditions
 from backend.sampling.sampling_function import sampling_function_inner
 
 # kind -> constructor arguments. SD1.x: 4 levels, one-block transformers at the top three levels and in
@@ -61,17 +62,26 @@ def text_context(kind: str = "sd15", batch: int = 1, tokens: int = 77, seed: int
     return torch.randn(batch, tokens, LAYOUTS[kind]["context_dim"], generator=generator)
 
 
-def denoise(patcher, x, sigma, conds, uncond, cond_scale):
-    """One guided denoiser evaluation through ``sampling_function_inner`` with the patcher's options.
-    ``sigma`` is a number or one value per image; ``conds``/``uncond`` are lists of
-    ``{"crossattn": tensor}`` dicts, or bare tensors (one entry each)."""
-    def entries(value):
-        if value is None:
-            return None
-        items = value if isinstance(value, list) else [value]
-        return [item if isinstance(item, dict) else {"crossattn": item} for item in items]
+def compiled(value):
+    """Forge's compiled conditions (``compile_conditions``) from a test's shorthand: a text context
+    tensor, a ``{"crossattn": tensor, ...}`` dict whose other keys (``strength``, ``control``) are kept,
+    or a list of those (one entry each); ``None`` stays ``None``."""
+    if value is None:
+        return None
+    entries = []
+    for item in value if isinstance(value, list) else [value]:
+        if isinstance(item, dict):
+            context, extra = item["crossattn"], {key: entry for key, entry in item.items() if key != "crossattn"}
+        else:
+            context, extra = item, {}
+        entries.append({**compile_conditions(context)[0], **extra})
+    return entries
 
+
+def denoise(patcher, x, sigma, conds, uncond, cond_scale):
+    """One guided evaluation through ``sampling_function_inner`` with the patcher's options. ``sigma``
+    is a number or one value per image; ``conds``/``uncond`` are in :func:`compiled`'s shorthand."""
     sigmas = torch.as_tensor(sigma, dtype=x.dtype).reshape(-1).expand(x.shape[0]).clone()
     with torch.no_grad():
-        return sampling_function_inner(patcher.model, x, sigmas, entries(uncond), entries(conds), cond_scale,
+        return sampling_function_inner(patcher.model, x, sigmas, compiled(uncond), compiled(conds), cond_scale,
                                        patcher.model_options)

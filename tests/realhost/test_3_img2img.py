@@ -8,9 +8,10 @@ there is ~4x its mean, from torch's global generator, unseeded per request. So t
 be the reference. What can be shown is the promise behind it: the source ends at the init latent
 whatever the edit's schedule. Two edits at different denoising strengths (4 and 3 sampled steps,
 different inversions) must give the same source, which a freely denoised source would not. Each
-edit follows the same refused request, which leaves the global generator in the same state
-(seeded by its seed, one noise tensor drawn): that pins the encoding. Another client generating
-in between would break the pin: run the tier against a WebUI nobody else is generating with.
+edit follows the same small plain generation, which leaves the global generator in the same state
+(seeded by its seed): that pins the encoding. (A refused request would pin it in A1111, but not in
+Forge, where a refusal seeds nothing.) Another client generating in between would break the pin:
+run the tier against a WebUI nobody else is generating with.
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ from realhost.webui_api import (
     masactrl_args,
     masactrl_settings,
     payload,
-    skip_in_forge,
 )
 
 STRENGTHS = (1.0, 0.5)
@@ -45,13 +45,12 @@ def photo() -> str:
 
 
 @pytest.fixture(scope="module")
-def edits(webui: WebUI, forge: bool) -> Dict[float, Generation]:
-    """One edit per denoising strength, each right after the same refusal (see the module's
-    docstring)."""
-    skip_in_forge(forge, "editing a real image (img2img inversion)")
+def edits(webui: WebUI) -> Dict[float, Generation]:
+    """One edit per denoising strength, each right after the same plain generation (see the
+    module's docstring)."""
     made = {}
     for strength in STRENGTHS:
-        webui.refusal(payload(batch_size=1, masactrl=masactrl_args()))
+        webui.generate(payload(batch_size=1, steps=1))
         made[strength] = webui.generate(
             payload(TARGET_PROMPT, masactrl=masactrl_args(source_prompt=SOURCE_PROMPT, **CONTROLLED),
                     init_images=[photo()], denoising_strength=strength),

@@ -64,8 +64,7 @@ def test_a_setting_masactrl_cannot_use_is_refused_by_name(serving: WebUI, case: 
     refused_by_name(serving, body(), fragments)
 
 
-def test_an_inversion_without_a_sigma_schedule_is_refused(serving: WebUI, forge: bool) -> None:
-    skip_in_forge(forge, "editing a real image (img2img inversion)")
+def test_an_inversion_without_a_sigma_schedule_is_refused(serving: WebUI) -> None:
     body = {**pair(), "init_images": [BLANK], "denoising_strength": 1.0, "sampler_name": "DDIM"}
     refused_by_name(serving, body, ["k-diffusion sampler", "DDIM"], mode="img2img")
 

@@ -35,12 +35,6 @@ def img2img(**values: Any) -> Dict[str, Any]:
                    init_images=[BLANK], denoising_strength=0.75)
 
 
-def test_inverting_the_init_image_is_refused_until_forge_has_it(serving: WebUI) -> None:
-    reply = serving.refusal(img2img(), mode="img2img")
-    assert reply.status == 422 and reply.message.startswith(FORGE_NOT_YET), reply.message
-    assert "Invert the init image" in reply.message, reply.message
-
-
 CONTROLNET_CASES: Dict[str, tuple] = {
     "per unit": ({"controlnet": "per unit", "controlnet_units": "target"}, 2, ["one by one"]),
     "control maps": ({"layout": "one source", "control_maps": [BLANK, BLANK]}, 3, ["control maps"]),

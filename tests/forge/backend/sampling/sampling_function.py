@@ -1,19 +1,23 @@
 """Stand-in for Forge's ``backend/sampling/sampling_function.py``: one denoiser evaluation with
-classifier-free guidance, ``calc_cond_uncond_batch`` and ``sampling_function_inner``.
+classifier-free guidance, ``calc_cond_uncond_batch`` and ``sampling_function_inner``, and the
+preparation around sampling, ``sampling_prepare`` and ``sampling_cleanup``.
 
-Conditioning here is simpler than Forge's: ``cond`` and ``uncond`` are lists of dicts, one per prompt
-(one per AND sub-prompt for ``cond``), each ``{"crossattn": tensor (batch or 1, tokens, dim)}`` with an
-optional ``"strength"`` (the AND weight, default 1). No areas, masks, timestep ranges, ``c_concat``,
-ControlNet or pre/post-CFG hooks.
+Conditioning is Forge's compiled form (``backend/sampling/condition.py``, ``compile_conditions``):
+``cond`` and ``uncond`` are lists of entries, one per prompt (one per AND sub-prompt for ``cond``),
+each with ``model_conds`` (``c_crossattn``, optionally ``c_concat`` and ``y``), an optional
+``strength`` (the AND weight, default 1) and an optional ``control`` (a ControlNet chain: its
+``get_control(x, timesteps, c, chunks)`` gives the call's residuals). No areas, masks, timestep ranges
+or pre/post-CFG hooks.
 
 What is kept from Forge, because hooks observe it:
 
-- each entry becomes one *chunk*: all images of ``x`` once, with that entry's context;
+- each entry becomes one *chunk*: all images of ``x`` once, with that entry's conditions;
 - chunks are taken from the back of the queue [cond..., uncond...], so the uncond chunk runs first
   and AND sub-prompts run last-first; chunks that share a U-Net call are concatenated in that order;
 - each call gets a shallow copy of ``model_options["transformer_options"]`` plus ``cond_or_uncond``
   (0 = cond, 1 = uncond, one per chunk), ``sigmas`` (one per image), ``cond_mark`` (the same per row),
   ``cond_indices`` and ``uncond_indices`` (row numbers);
+- the control of the call's last chunk, asked for the call's residuals, goes in as ``control``;
 - ``model_options["model_function_wrapper"]``, when set, is called instead of ``apply_model``;
 - at CFG scale 1 the uncond is not evaluated, unless ``model_options["disable_cfg1_optimization"]``.
 
@@ -46,18 +50,12 @@ def chunks_per_call(waiting: int) -> int:
     return max(1, waiting // divisor)
 
 
-def _context_rows(entry: dict, images: int) -> torch.Tensor:
-    context = entry["crossattn"]
-    if context.shape[0] != images:
-        context = context.repeat(images // context.shape[0], 1, 1)
-    return context
-
-
-def _stack_contexts(contexts):
-    """Concatenate contexts along the batch; differing token counts are repeated up to their least
-    common multiple (what Forge's cross-attention condition does for prompts of 77 and 154 tokens)."""
-    longest = math.lcm(*(c.shape[1] for c in contexts))
-    return torch.cat([c.repeat(1, longest // c.shape[1], 1) for c in contexts])
+def _joined(batch: list, images: int, device) -> dict:
+    """The U-Net keywords of one call: each entry's conditions made for ``images`` images, joined
+    across the call's chunks in order."""
+    made = [{name: value.process_cond(batch_size=images, device=device) for name, value in entry["model_conds"].items()}
+            for entry, _ in batch]
+    return {name: made[0][name].concat([conditions[name] for conditions in made[1:]]) for name in made[0]}
 
 
 def _call_options(model_options: dict, kinds: list, sigmas: torch.Tensor) -> dict:
@@ -88,12 +86,13 @@ def calc_cond_uncond_batch(model, cond, uncond, x_in, timestep, model_options):
         del queue[len(queue) - count:]
         kinds = [kind for _, kind in batch]
 
-        c = {
-            "c_crossattn": _stack_contexts([_context_rows(entry, images) for entry, _ in batch]),
-            "transformer_options": _call_options(model_options, kinds, timestep),
-        }
+        c = _joined(batch, images, x_in.device)
+        c["transformer_options"] = _call_options(model_options, kinds, timestep)
         rows_in = torch.cat([x_in] * len(batch))
         rows_t = torch.cat([timestep] * len(batch))
+        control = batch[-1][0].get("control")
+        if control is not None:
+            c["control"] = control.get_control(rows_in, rows_t, dict(c), len(batch))
         wrapper = model_options.get("model_function_wrapper")
         if wrapper is not None:
             output = wrapper(model.apply_model, {"input": rows_in, "timestep": rows_t, "c": c, "cond_or_uncond": kinds})
@@ -121,3 +120,28 @@ def sampling_function_inner(model, x, timestep, uncond, cond, cond_scale, model_
     gain = cond_scale if math.isclose(total_strength, 1.0) else cond_scale * total_strength
     guided = uncond_pred + (cond_pred - uncond_pred) * gain
     return (guided, cond_pred, uncond_pred) if return_full else guided
+
+
+EVENTS = []
+"""What ``sampling_prepare`` and ``sampling_cleanup`` did, in order: ``("prepare" | "cleanup", patcher)``."""
+
+
+def sampling_prepare(unet, x):
+    """Mirrors ``sampling_prepare``: before sampling ``x``, Forge loads the patcher's models (and
+    places LoRA weights) and lets every ControlNet of its chain set up its schedule (``pre_run``).
+    Here: recorded in ``EVENTS``, and ``pre_run(model)`` called down the chain."""
+    EVENTS.append(("prepare", unet))
+    link = unet.controlnet_linked_list
+    while link is not None:
+        link.pre_run(unet.model)
+        link = getattr(link, "previous_controlnet", None)
+
+
+def sampling_cleanup(unet):
+    """Mirrors ``sampling_cleanup``: after sampling, every ControlNet of the chain drops its
+    per-sampling state (``cleanup``). Here: recorded in ``EVENTS`` and ``cleanup()`` called."""
+    EVENTS.append(("cleanup", unet))
+    link = unet.controlnet_linked_list
+    while link is not None:
+        link.cleanup()
+        link = getattr(link, "previous_controlnet", None)
