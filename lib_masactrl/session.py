@@ -178,14 +178,10 @@ class GenerationSession:
         if attachment is None or self.steps is None:
             return x
         rows = x.shape[0]
-        if attachment.unet is not unet or not attachment.intact:
-            # A refiner loads a new model, or reloads weights into this one and the model-loaded
-            # callback removed the patches: either way, attach to what samples now.
-            self.note("the model changed during sampling (refiner); MasaCtrl follows the new model")
-            self.end_pass(keep_steps=True)
-            if not self._attach(unet):
-                return x
-            attachment = self.attachment
+        self._follow_model(unet)
+        attachment = self.attachment
+        if attachment is None:
+            return x
         step = self.steps.step_at(level)
         try:
             layout = self._checked(StepLayout.cfg(self.pairing.reads_from, cond_repeats), rows, "the denoiser stacked")
@@ -234,10 +230,12 @@ class GenerationSession:
         self._begin_step(attachment, self.steps.step_at(level), layout)
         attachment.controller.begin_unet_call(rows, tuple(latent_size) if latent_size is not None else None)
 
-    def images_call(self, level: float, x: torch.Tensor) -> torch.Tensor:
+    def images_call(self, unet: nn.Module | None, level: float, x: torch.Tensor) -> torch.Tensor:
         """Before each denoiser call of a host whose denoiser callback sees one row per image (WebUI
         Forge; its U-Net calls report their steps and rows themselves, see :meth:`chunked_call`):
-        ``x`` at noise ``level``, with the sources on their trajectory when they follow one."""
+        follow a refiner to ``unet``, the U-Net that samples now, and return ``x`` at noise
+        ``level`` with the sources on their trajectory when they follow one."""
+        self._follow_model(unet)
         if self.anchor is None or self.steps is None:
             return x
         if x.shape[0] != len(self.pairing):
@@ -245,6 +243,16 @@ class GenerationSession:
                       "the sources could not follow their inversion in those steps")
             return x
         return self.anchor.images(x, level)
+
+    def _follow_model(self, unet: nn.Module | None) -> None:
+        """A refiner loads a new model, or reloads weights into this one and the model-loaded
+        callback removed the patches: either way, attach to what samples now."""
+        attachment = self.attachment
+        if attachment is None or unet is None or (attachment.unet is unet and attachment.intact):
+            return
+        self.note("the model changed during sampling (refiner); MasaCtrl follows the new model")
+        self.end_pass(keep_steps=True)
+        self._attach(unet)
 
     def finished_latents(self, samples: torch.Tensor) -> torch.Tensor:
         """A pass's sampled latents (one row per image of the batch), with the sources at their

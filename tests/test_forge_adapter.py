@@ -270,13 +270,13 @@ def test_control_residuals_leave_the_sources_rows_when_narrowed_to_targets():
     session.close()
 
 
-def test_units_narrow_to_the_targets_by_default_and_per_unit_is_refused():
+def test_units_narrow_to_the_targets_by_default_and_per_unit_goes_unit_by_unit():
     assert forge_sampling.narrows_control(ScriptArgs(enabled=True), 2)
     assert not forge_sampling.narrows_control(ScriptArgs(enabled=True), 0)
     assert not forge_sampling.narrows_control(ScriptArgs(enabled=True, controlnet=ControlNetScope.BOTH.value), 2)
-    per_unit = ScriptArgs(enabled=True, controlnet=ControlNetScope.PER_UNIT.value)
-    problem = forge_sampling.unsupported_request(fake_p(None), per_unit, 2)
-    assert problem and "one by one" in problem
+    per_unit = ScriptArgs(enabled=True, controlnet=ControlNetScope.PER_UNIT.value, controlnet_units="source, both")
+    assert not forge_sampling.narrows_control(per_unit, 2)  # test_forge_controlnet.py: each unit its own rows
+    assert forge_sampling.unsupported_request(fake_p(None), per_unit, 2) is None
 
 
 # --- models and the host ---------------------------------------------------------------------

@@ -1,12 +1,13 @@
-"""Real-image editing in WebUI Forge (lib_masactrl/forge/inversion.py and the session's per-image
-anchoring) on the Forge stand-in (tests/forge).
+"""Real-image editing and refiners in WebUI Forge (lib_masactrl/forge/inversion.py, the session's
+per-image denoiser call) on the Forge stand-in (tests/forge).
 
 Properties: the inversion's denoiser is the model's own evaluation of the sources' prompt; inside a
 controlled pass its calls are never controlled and ControlNet narrowed to the targets stays off
 them; image conditioning goes in only where it fits the latent; the ControlNet chain is asked on
-every call and prepared and cleaned up around the inversion; and a whole edit, Forge's way (the
+every call and prepared and cleaned up around the inversion; a whole edit, Forge's way (the
 denoiser callback's per-image ``x``, then the chunked U-Net calls), keeps the source on its
-trajectory, ends it at the inverted latent and edits the target.
+trajectory, ends it at the inverted latent and edits the target; and after a refiner switch the
+new model's patcher carries MasaCtrl while the first model's patches are inert.
 """
 
 from __future__ import annotations
@@ -160,11 +161,13 @@ def test_the_per_image_denoiser_call_puts_the_sources_on_their_trajectory():
     x0 = latent(2)
     trajectory = invert(x0, sigmas, session.inversion_call(source), SIGMA_MIN)
     x = latent(4, seed=6)
-    assert session.images_call(LEVELS[2], x) is x  # no trajectory to follow yet
+    network = clone.model.diffusion_model
+    assert session.images_call(network, LEVELS[2], x) is x  # no trajectory to follow yet
     session.follow_trajectory(trajectory, {0: 0, 1: 1})
-    anchored = session.images_call(LEVELS[2], x)
+    anchored = session.images_call(network, LEVELS[2], x)
     assert torch.equal(anchored[:2], trajectory.at(LEVELS[2])) and torch.equal(anchored[2:], x[2:])
-    assert session.images_call(LEVELS[2], x[:3]) is not None and any("held 3 images" in note for note in session.notes)
+    assert session.images_call(network, LEVELS[2], x[:3]) is not None
+    assert any("held 3 images" in note for note in session.notes)
     session.close()
 
 
@@ -187,9 +190,46 @@ def test_an_edit_keeps_the_source_on_its_trajectory_and_ends_it_at_the_init_late
     session.follow_trajectory(trajectory, {0: 0})
     start = trajectory.start.expand(2, -1, -1, -1).clone()
     cond = torch.cat([source_prompt, text_context("sd15", 1, seed=11)])
-    edited = session.finished_latents(sample_an_edit(clone, start, cond, uncond, session.images_call))
+    network = clone.model.diffusion_model
+    edited = session.finished_latents(sample_an_edit(
+        clone, start, cond, uncond, lambda level, x: session.images_call(network, level, x)))
     assert torch.equal(edited[0], x0[0])
     plain = sample_an_edit(patcher, start, cond, uncond)  # the pass's own patcher: no MasaCtrl
     assert session.attachment.controller.stats.controlled_calls > 0
     assert (edited[1] - plain[1]).abs().mean() > 1e-2  # the target read its source
+    session.close()
+
+
+def test_sdxl_conditioning_brings_its_pooled_output_as_y():
+    patcher = standin_patcher("sdxl")
+    recording = patcher.clone()
+    seen = {}
+
+    def wrapper(apply_model, call):
+        seen.update(call["c"])
+        return apply_model(call["input"], call["timestep"], **call["c"])
+
+    recording.set_model_unet_function_wrapper(wrapper)
+    context, pooled = text_context("sdxl", 1, seed=3), torch.randn(1, 2816)
+    forge_inversion.denoiser(recording, {"crossattn": context, "vector": pooled}, None)(latent(), levels(1, 3.0))
+    assert torch.equal(seen["c_crossattn"], context) and torch.equal(seen["y"], pooled)
+
+
+def test_after_a_refiner_switch_the_new_models_patcher_carries_masactrl():
+    first, refiner = standin_patcher(seed=0), standin_patcher(seed=1)
+    network = first.model.diffusion_model
+    session = GenerationSession(ScriptArgs(enabled=True, start_step=0, start_layer=0), 2, network)
+    p = SimpleNamespace(sd_model=SimpleNamespace(forge_objects=SimpleNamespace(unet=first)))
+    session.start_pass(network, True, PassSteps.from_levels(LEVELS), attacher=forge_sampling.attacher_for(p, session, False))
+    replaced = p.sd_model.forge_objects.unet
+    p.sd_model = SimpleNamespace(forge_objects=SimpleNamespace(unet=refiner))  # what apply_refiner loads
+    x = latent(2) * LEVELS[1]
+    assert session.images_call(refiner.model.diffusion_model, LEVELS[1], x) is x
+    followed = p.sd_model.forge_objects.unet
+    assert followed is not refiner and "model_function_wrapper" not in refiner.model_options
+    assert replaced.model_options["model_function_wrapper"].listener is None  # the first model's patches are inert
+    assert any("refiner" in note for note in session.notes)
+    denoise(followed, x, LEVELS[1], text_context("sd15", 2, seed=9), None, 1.0)
+    assert session.attachment.unet is refiner.model.diffusion_model
+    assert session.attachment.controller.stats.controlled_calls > 0
     session.close()

@@ -4,18 +4,20 @@ The WebUI-side work (arguments, pairing, infotext, notes, refusals) is the same 
 done by :mod:`lib_masactrl.webui.generation`, which also counts the ControlNet units; for each pass
 it gives the session :func:`attacher_for`, which installs MasaCtrl on a clone of the pass's U-Net
 patcher (:mod:`.unet`) and hands the clone to ``p.sd_model.forge_objects``. Each of the pass's
-U-Net calls then reports its own noise level and chunks, so Forge's ``on_cfg_denoiser`` (whose
-``x`` holds one row per image, not the U-Net's rows) is not used.
+U-Net calls then reports its own noise level and chunks; Forge's ``on_cfg_denoiser``, whose ``x``
+holds one row per image, serves only the sources' trajectory and the refiner switch
+(:meth:`~lib_masactrl.session.GenerationSession.images_call`).
 """
 
 from __future__ import annotations
 
-from typing import Any, List, Tuple
+from typing import Any, List, Sequence, Tuple
 
+from ..controlnet_rows import Assignment
 from ..fields import ControlNetScope, ScriptArgs
 from ..masks import MaskGuide
 from ..session import Attacher, GenerationSession
-from ..settings import MasaCtrlSettings
+from ..settings import MasaCtrlSettings, SettingsError
 from ..steps import PassSteps
 from . import model, unet
 
@@ -28,11 +30,6 @@ def unsupported_request(p: Any, args: ScriptArgs, control_units: int) -> str | N
     problems: List[str] = []
     if args.uses_control_maps:
         problems.append(NOT_YET.format(what="give targets their own control maps", fix="set the maps in ControlNet's units"))
-    if args.controlnet == ControlNetScope.PER_UNIT.value and control_units:
-        problems.append(NOT_YET.format(what="give ControlNet units to sources or targets one by one",
-                                       fix="set 'ControlNet units apply to' to targets or both"))
-    if getattr(p, "refiner_checkpoint", None) not in (None, "", "None", "none"):
-        problems.append(NOT_YET.format(what="follow a refiner", fix="turn the refiner off"))
     return "; ".join(problems) if problems else None
 
 
@@ -53,16 +50,64 @@ def narrows_control(args: ScriptArgs, control_units: int) -> bool:
     return args.controlnet == ControlNetScope.TARGETS.value and control_units > 0
 
 
+def unit_assignments(args: ScriptArgs, control_units: int) -> Tuple[Assignment, ...] | None:
+    """What each of the built-in ControlNet's ``control_units`` enabled units acts on, when the
+    user assigns them one by one ('per unit'); ``None`` otherwise. Raises :class:`SettingsError`
+    when the list does not give one entry per enabled unit."""
+    if args.controlnet != ControlNetScope.PER_UNIT.value or not control_units:
+        return None
+    given = args.controlnet_assignments()
+    assignments = (given,) * control_units if isinstance(given, Assignment) else tuple(given)
+    if len(assignments) != control_units:
+        given = ", ".join(assignment.value for assignment in assignments)
+        raise SettingsError(
+            f"'per unit' lists {len(assignments)} ControlNet assignment{'s' * (len(assignments) != 1)} ({given}) for "
+            f"{control_units} enabled ControlNet unit{'s' * (control_units != 1)}: give one entry per enabled unit, "
+            "in tab order"
+        )
+    return assignments
+
+
+def check_units(p: Any, control_units: int) -> None:
+    """Raise :class:`SettingsError` when the built-in ControlNet (whose script runs before this
+    extension's) has put a chain of units on this pass's patcher that does not hold one link per
+    enabled unit: per-unit assignment finds a unit by its place in the chain, and a unit missing
+    from it would shift every later unit's place."""
+    linked = getattr(model.patcher_of(p.sd_model), "list_controlnets", None)
+    links = len(linked()) if linked is not None else 0
+    if links and links != control_units:
+        raise SettingsError(
+            f"'per unit' cannot tell the ControlNet units apart in this pass: Forge applies {links} of the "
+            f"{control_units} enabled units as ControlNet models (the others are IP-Adapter or reference units, "
+            "or are limited to the other pass of hires fix): set 'ControlNet units apply to' to targets or both"
+        )
+
+
 def has_control(p: Any) -> bool:
     """Whether the built-in ControlNet put units on this pass's U-Net patcher."""
     return getattr(model.patcher_of(p.sd_model), "controlnet_linked_list", None) is not None
 
 
-def attacher_for(p: Any, session: GenerationSession, narrow: bool) -> Attacher:
+def _acts_on(assignment: Assignment, target: bool) -> bool:
+    return assignment is Assignment.BOTH or (assignment is Assignment.TARGET) == target
+
+
+def attacher_for(p: Any, session: GenerationSession, narrow: bool,
+                 assignments: Sequence[Assignment] | None = None) -> Attacher:
     """Installs MasaCtrl for one pass on a clone of the pass's U-Net patcher and puts the clone in
     ``forge_objects``, where the pass's sampler reads it. With ``narrow``, every U-Net call keeps
-    ControlNet's residuals on the targets' rows only."""
+    ControlNet's residuals on the targets' rows only; with ``assignments``, each unit acts on the
+    rows its assignment names."""
     images = len(session.pairing)
+
+    def unit_rows(unit: int, rows: int) -> List[bool] | None:
+        if assignments is None or unit >= len(assignments):
+            return None
+        if session.inverting:
+            return [_acts_on(assignments[unit], target=False)] * rows  # the inversion's rows are all sources
+        if rows != images:
+            return None
+        return [_acts_on(assignments[unit], session.pairing.is_target(row)) for row in range(rows)]
 
     def listener(level: float, groups: List[str], rows: int, latent: Tuple[int, int] | None) -> List[bool] | None:
         session.chunked_call(level, groups, rows, latent)
@@ -74,7 +119,8 @@ def attacher_for(p: Any, session: GenerationSession, narrow: bool) -> Attacher:
 
     def install(network: Any, settings: MasaCtrlSettings, masks: MaskGuide | None) -> unet.ForgeAttachment:
         objects = p.sd_model.forge_objects
-        clone, attachment = unet.attach(objects.unet, network, settings, masks, listener)
+        clone, attachment = unet.attach(objects.unet, network, settings, masks, listener,
+                                        unit_rows if assignments is not None else None)
         objects.unet = clone
         return attachment
 

@@ -54,6 +54,10 @@ CallListener = Callable[[float, List[str], int, Tuple[int, int] | None], Sequenc
 """What the wrapper tells before each U-Net call: noise level, chunk groups, rows, latent size.
 It answers which of the call's rows keep their ControlNet residuals (``None``: all of them)."""
 
+UnitRows = Callable[[int, int], Sequence[bool] | None]
+"""Per ControlNet unit (its place among the enabled units, from 0) and the rows of one chunk of a
+U-Net call: which of those rows the unit acts on (``None``: the rows cannot be told apart)."""
+
 
 def block_key(name: str) -> BlockKey:
     """The replace-patch key of the transformer block at module path ``name`` of Forge's U-Net,
@@ -177,6 +181,56 @@ class _CallWrapper(_Installed):
         return weight
 
 
+class _UnitWeights(_Installed):
+    """ControlNet conditioning modifier (backend/patcher/controlnet.py, ``ControlNet.get_control``
+    calls every ``controlnet_conditioning_modifiers`` entry of its transformer options with itself
+    before it computes its residuals): gives each unit of the built-in ControlNet's chain a weight
+    per image, 1 on the rows it acts on and 0 elsewhere, through the chain's own per-frame weights
+    (``advanced_frame_weighting``, which ``compute_controlnet_weighting`` applies to that unit's
+    residuals alone). A unit's place among the enabled units is its depth in the chain: each unit
+    links the one applied before it (``previous_controlnet``). The weights a unit had before are
+    kept, multiplied in, and put back on detach."""
+
+    def __init__(self, unit_rows: UnitRows, controller: MasaCtrlController) -> None:
+        super().__init__()
+        self.controller = controller
+        self.unit_rows: UnitRows | None = unit_rows
+        self._originals: Dict[int, Tuple[Any, Any]] = {}
+
+    def __call__(self, unit: Any, x: torch.Tensor, timesteps: torch.Tensor, cond: Any, chunks: int) -> Tuple[Any, ...]:
+        unit_rows = self.unit_rows
+        if unit_rows is None:
+            return x, timesteps, cond, chunks
+        if id(unit) not in self._originals:
+            self._originals[id(unit)] = (unit, getattr(unit, "advanced_frame_weighting", None))
+        original = self._originals[id(unit)][1]
+        depth, link = -1, unit
+        while link is not None:
+            depth, link = depth + 1, getattr(link, "previous_controlnet", None)
+        rows = x.shape[0] // max(int(chunks), 1)
+        acts = unit_rows(depth, rows)
+        if acts is None or (original is not None and len(original) != rows):
+            unit.advanced_frame_weighting = original
+            self._note(f"ControlNet unit {depth + 1}'s rows could not be told apart in some calls, so it acted on every "
+                       "image there")
+            return x, timesteps, cond, chunks
+        weights = [float(kept) for kept in acts]
+        if original is not None:
+            weights = [weight * float(own) for weight, own in zip(weights, original)]
+        unit.advanced_frame_weighting = weights
+        return x, timesteps, cond, chunks
+
+    def _note(self, message: str) -> None:
+        if self.controller is not None:
+            self.controller.note("controlnet-unit-rows", message)
+
+    def restore(self) -> None:
+        """Put every unit's own per-frame weights back."""
+        for unit, original in self._originals.values():
+            unit.advanced_frame_weighting = original
+        self._originals.clear()
+
+
 class ForgeAttachment:
     """MasaCtrl installed on a clone of one pass's U-Net patcher; the same face as
     :class:`~lib_masactrl.patching.Attachment` (``controller``, ``unet``, ``intact``, ``detach``)."""
@@ -197,6 +251,9 @@ class ForgeAttachment:
             if isinstance(installed, _CallWrapper):
                 installed.listener = None
                 installed._weights.clear()
+            if isinstance(installed, _UnitWeights):
+                installed.unit_rows = None
+                installed.restore()
         self._installed.clear()
         self.controller.close()
 
@@ -206,12 +263,14 @@ def _replace_patches(patcher: Any, target: str) -> Dict[Any, Any]:
 
 
 def attach(
-    patcher: Any, unet: nn.Module, settings: MasaCtrlSettings, masks: MaskGuide | None, listener: CallListener
+    patcher: Any, unet: nn.Module, settings: MasaCtrlSettings, masks: MaskGuide | None, listener: CallListener,
+    unit_rows: UnitRows | None = None,
 ) -> Tuple[Any, ForgeAttachment]:
     """Clone ``patcher`` (the pass's U-Net patcher, whose model is ``unet``) and install MasaCtrl on
     the clone; returns the clone, for the caller to hand to ``forge_objects``, and the attachment.
-    ``listener`` hears every U-Net call. Raises :class:`SettingsError` if the settings do not fit
-    the U-Net; ``patcher`` itself is never changed."""
+    ``listener`` hears every U-Net call; ``unit_rows``, if given, says which rows each ControlNet
+    unit acts on. Raises :class:`SettingsError` if the settings do not fit the U-Net; ``patcher``
+    itself is never changed."""
     if masks is not None and settings.mode is not Mode.MUTUAL:
         raise SettingsError(f"masks work with the mutual mode only, not with the {settings.mode.value} mode")
     layer_map = LayerMap.from_unet(unet)
@@ -239,4 +298,10 @@ def attach(
     wrapper = _CallWrapper(listener, clone.model_options.get("model_function_wrapper"), controller)
     clone.set_model_unet_function_wrapper(wrapper)
     attachment._installed.append(wrapper)
+    if unit_rows is not None:
+        weights = _UnitWeights(unit_rows, controller)
+        options = clone.model_options["transformer_options"]
+        modifiers = [*options.get("controlnet_conditioning_modifiers", []), weights]
+        clone.model_options["transformer_options"] = {**options, "controlnet_conditioning_modifiers": modifiers}
+        attachment._installed.append(weights)
     return clone, attachment

@@ -30,7 +30,7 @@ def on_cfg_denoiser(params: Any) -> None:
         return
     if compat.is_forge():
         # Forge's ``x`` holds one row per image; its U-Net calls report their own steps and rows.
-        params.x = session.images_call(float(params.sigma.max()), params.x)
+        params.x = session.images_call(model.loaded_unet(), float(params.sigma.max()), params.x)
         return
     params.x = session.denoiser_call(
         unet=model.loaded_unet(),

@@ -324,9 +324,14 @@ def _before_sampling(p: Any, state: GenerationState, session: GenerationSession,
     if compat.is_forge():
         steps = forge_sampling.levels_of(p, steps)
         guide = masks.guide_for(p, session, len(steps)) if controlled else None
-        narrow = forge_sampling.narrows_control(session.args, controlnet.enabled_unit_count(p))
+        control_units = controlnet.enabled_unit_count(p)
+        narrow = forge_sampling.narrows_control(session.args, control_units)
+        assignments = forge_sampling.unit_assignments(session.args, control_units)
+        if assignments is not None:
+            forge_sampling.check_units(p, control_units)
+        rows_needed = narrow or assignments is not None
         session.start_pass(unet, controlled, steps, sampling.pass_name(p, hires, steps), masks=guide,
-                           attacher=forge_sampling.attacher_for(p, session, narrow), rows_needed=narrow)
+                           attacher=forge_sampling.attacher_for(p, session, narrow, assignments), rows_needed=rows_needed)
         units = forge_sampling.has_control(p)
     else:
         network = controlnet.network_of(p)

@@ -26,6 +26,7 @@ from realhost.webui_api import (
     Generation,
     WebUI,
     is_forge,
+    is_sdxl,
     masactrl_args,
     payload,
     plain_sources_payload,
@@ -78,6 +79,12 @@ def forge(plain_before: Generation) -> bool:
 
 
 @pytest.fixture(scope="session")
+def layer_range(plain_before: Generation) -> str:
+    """How messages name the loaded model's transformer layers: SD1.x and SD2.x have 16, SDXL 70."""
+    return "layers 0-69" if is_sdxl(plain_before) else "layers 0-15"
+
+
+@pytest.fixture(scope="session")
 def plain_targets(webui: WebUI) -> Generation:
     """The targets' plain counterparts: the main prompt on the same seeds, same batch shape."""
     return webui.generate(payload(TARGET_PROMPT))
@@ -98,16 +105,34 @@ def sequence(webui: WebUI) -> Generation:
 
 
 @pytest.fixture(scope="session")
-def controlnet_model(webui: WebUI) -> str:
-    """The canny ControlNet model the lab installs (any canny model will do)."""
+def controlnet_model(webui: WebUI, plain_before: Generation) -> str:
+    """The canny ControlNet model the lab installs for the loaded checkpoint's family (any canny
+    model will do; an SD1.x one fails on SDXL)."""
     reply = webui.get("/controlnet/model_list")
     if reply.status == 404:
         pytest.skip("the ControlNet extension is not installed in this WebUI")
     assert reply.status == 200, f"/controlnet/model_list answered {reply.status}: {reply.message}"
-    models = [name for name in reply.body.get("model_list", []) if "canny" in name.lower()]
+    sdxl = is_sdxl(plain_before)
+    models = [name for name in reply.body.get("model_list", [])
+              if "canny" in name.lower() and ("xl" in name.lower()) == sdxl]
     if not models:
-        pytest.skip("no canny ControlNet model is installed (see /work/shared/lab/build.sh)")
+        pytest.skip(f"no canny ControlNet model for {'SDXL' if sdxl else 'SD1.x'} is installed "
+                    "(see /work/shared/lab/build.sh)")
     return models[0]
+
+
+@pytest.fixture(scope="session")
+def refiner(webui: WebUI, plain_before: Generation) -> str:
+    """Another checkpoint of the loaded one's family (SDXL or not, told by name), for the refiner."""
+    loaded = str(plain_before.info.get("sd_model_name", ""))
+    reply = webui.get("/sdapi/v1/sd-models")
+    assert reply.status == 200, f"/sdapi/v1/sd-models answered {reply.status}: {reply.message}"
+    sdxl = is_sdxl(plain_before)
+    others = [model["model_name"] for model in reply.body
+              if model["model_name"] != loaded and ("xl" in model["model_name"].lower()) == sdxl]
+    if not others:
+        pytest.skip(f"no second checkpoint of {loaded}'s family to refine with")
+    return others[0]
 
 
 @pytest.fixture(scope="session")

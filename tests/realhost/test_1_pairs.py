@@ -1,5 +1,6 @@
 """txt2img pairs, the extension's first promise: the sources are what the WebUI makes without
-MasaCtrl, the targets are changed by it, and every image's infotext tells what made it."""
+MasaCtrl, the targets are changed by it, and every image's infotext tells what made it; with a
+refiner too."""
 
 from __future__ import annotations
 
@@ -60,3 +61,21 @@ def test_strength_zero_is_the_plain_target_and_a_half_lies_between(webui: WebUI,
     halfway = mean_difference(half.rgb(1), plain_targets.rgb(0))
     assert 0 < halfway < mean_difference(mutual_pairs.rgb(1), plain_targets.rgb(0))
     assert masactrl_settings(half.infotexts[1])["strength"] == "0.5"
+
+
+def test_masactrl_follows_a_refiner_and_the_source_stays_plain(webui: WebUI, refiner: str) -> None:
+    """The refiner takes over after the first step and control starts at step 2, so every
+    controlled step runs on the refiner's U-Net. MasaCtrl says it follows the new model, and it
+    would say that attention never ran through it if it had not; the target moves away from its
+    uncontrolled twin (strength 0) by as much as the refiner's attention allows (the lab's plain
+    random checkpoint barely shows attention effects), the source not at all."""
+    made = [webui.generate(payload(masactrl=masactrl_args(source_prompt=SOURCE_PROMPT, start_step=2, start_layer=0,
+                                                          strength=strength),
+                                   refiner_checkpoint=refiner, refiner_switch_at=0.25)) for strength in (1.0, 0.0)]
+    controlled, uncontrolled = made
+    assert_close(controlled.rgb(0), uncontrolled.rgb(0), "source with MasaCtrl vs without (strength 0), refined")
+    assert mean_difference(controlled.rgb(1), uncontrolled.rgb(1)) > 0, "the refined target was not controlled"
+    values = infotext_values(controlled.infotexts[1])
+    assert values.get("Refiner", "").startswith(refiner)
+    notes = values.get("MasaCtrl notes", "")
+    assert "follows the new model" in notes and "never ran through MasaCtrl" not in notes, notes

@@ -51,16 +51,15 @@ def unit(controlnet_model: str, no_preprocessor: str) -> Dict[str, object]:
 
 
 @pytest.fixture(scope="module")
-def scopes(webui: WebUI, unit: Dict[str, object], forge: bool) -> Dict[str, Generation]:
-    """One pair per scope; "both" in the keyed form. Forge has no "per unit" yet."""
+def scopes(webui: WebUI, unit: Dict[str, object]) -> Dict[str, Generation]:
+    """One pair per scope; "both" in the keyed form."""
     settings = {"source_prompt": SOURCE_PROMPT, **CONTROLLED}
     made = {
         "targets": webui.generate(payload(masactrl=masactrl_args(controlnet="targets", **settings), controlnet=[unit])),
         "both": webui.generate(payload(masactrl=masactrl_keyed(controlnet="both", **settings), controlnet=[unit])),
     }
-    if not forge:
-        made["source"] = webui.generate(payload(
-            masactrl=masactrl_args(controlnet="per unit", controlnet_units="source", **settings), controlnet=[unit]))
+    made["source"] = webui.generate(payload(
+        masactrl=masactrl_args(controlnet="per unit", controlnet_units="source", **settings), controlnet=[unit]))
     return made
 
 
@@ -74,9 +73,8 @@ def test_both_acts_on_the_source_too(scopes: Dict[str, Generation], mutual_pairs
     assert_different(scopes["both"].rgb(0), mutual_pairs.rgb(0), "source, unit on both vs no unit")
 
 
-def test_a_unit_given_to_the_source_acts_there_only(scopes: Dict[str, Generation], forge: bool) -> None:
+def test_a_unit_given_to_the_source_acts_there_only(scopes: Dict[str, Generation]) -> None:
     """The source is controlled as with "both"; the target is not, though it reads from that source."""
-    skip_in_forge(forge, "ControlNet per unit")
     assert_close(scopes["source"].rgb(0), scopes["both"].rgb(0), "source, unit on the source vs on both")
     assert_different(scopes["source"].rgb(1), scopes["both"].rgb(1), "target, unit on the source vs on both")
 

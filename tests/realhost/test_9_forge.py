@@ -36,7 +36,6 @@ def img2img(**values: Any) -> Dict[str, Any]:
 
 
 CONTROLNET_CASES: Dict[str, tuple] = {
-    "per unit": ({"controlnet": "per unit", "controlnet_units": "target"}, 2, ["one by one"]),
     "control maps": ({"layout": "one source", "control_maps": [BLANK, BLANK]}, 3, ["control maps"]),
 }
 

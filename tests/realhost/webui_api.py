@@ -71,6 +71,12 @@ def is_forge(generation: "Generation") -> bool:
     return str(generation.info.get("version", "")).startswith("f")
 
 
+def is_sdxl(generation: "Generation") -> bool:
+    """Whether ``generation``'s checkpoint is an SDXL one, told by its name as the labs name them
+    (``random-sdxl-...``): the API does not say a checkpoint's family."""
+    return "xl" in str(generation.info.get("sd_model_name", "")).lower()
+
+
 def skip_in_forge(forge: bool, what: str) -> None:
     """Skip a scenario MasaCtrl refuses in Forge for now; ``test_9_forge.py`` checks the refusal."""
     if forge:

@@ -1,9 +1,9 @@
 """Stand-in for Forge's ``backend/patcher/unet.py`` (``UnetPatcher``).
 
 The patcher Forge hands scripts as ``p.sd_model.forge_objects.unet``; its ``.model`` is the ``KModel``.
-Kept: ``controlnet_linked_list`` (the head of the ControlNet chain, ``None`` here until a test sets
-it), ``clone()`` and ``set_model_replace_all``. The memory hints, modifiers and frozen-patch loading
-are left out.
+Kept: ``controlnet_linked_list`` (the head of the ControlNet chain, ``None`` until a unit is added),
+``add_patched_controlnet``, ``list_controlnets``, ``clone()`` and ``set_model_replace_all``. The memory
+hints, modifiers and frozen-patch loading are left out.
 """
 
 from __future__ import annotations
@@ -24,6 +24,19 @@ class UnetPatcher(ModelPatcher):
                                            self.size, self.current_device))
         twin.controlnet_linked_list = self.controlnet_linked_list
         return twin
+
+    def add_patched_controlnet(self, cnet):
+        """Mirrors ``add_patched_controlnet``: ``cnet`` becomes the chain's newest link."""
+        cnet.set_previous_controlnet(self.controlnet_linked_list)
+        self.controlnet_linked_list = cnet
+
+    def list_controlnets(self):
+        """Mirrors ``list_controlnets``: the chain's links, newest first."""
+        links, link = [], self.controlnet_linked_list
+        while link is not None:
+            links.append(link)
+            link = link.previous_controlnet
+        return links
 
     def set_model_replace_all(self, patch, target="attn1"):
         """Mirrors ``UnetPatcher.set_model_replace_all``: register ``patch`` for ``target`` under every

@@ -17,7 +17,8 @@ What is kept from Forge, because hooks observe it:
 - each call gets a shallow copy of ``model_options["transformer_options"]`` plus ``cond_or_uncond``
   (0 = cond, 1 = uncond, one per chunk), ``sigmas`` (one per image), ``cond_mark`` (the same per row),
   ``cond_indices`` and ``uncond_indices`` (row numbers);
-- the control of the call's last chunk, asked for the call's residuals, goes in as ``control``;
+- the control of the call's last chunk, every link of it handed the call's transformer options and
+  the newest asked for the call's residuals, goes in as ``control``;
 - ``model_options["model_function_wrapper"]``, when set, is called instead of ``apply_model``;
 - at CFG scale 1 the uncond is not evaluated, unless ``model_options["disable_cfg1_optimization"]``.
 
@@ -92,6 +93,10 @@ def calc_cond_uncond_batch(model, cond, uncond, x_in, timestep, model_options):
         rows_t = torch.cat([timestep] * len(batch))
         control = batch[-1][0].get("control")
         if control is not None:
+            link = control
+            while link is not None:
+                link.transformer_options = c["transformer_options"]
+                link = getattr(link, "previous_controlnet", None)
             c["control"] = control.get_control(rows_in, rows_t, dict(c), len(batch))
         wrapper = model_options.get("model_function_wrapper")
         if wrapper is not None:
