@@ -276,7 +276,6 @@ def test_units_narrow_to_the_targets_by_default_and_per_unit_goes_unit_by_unit()
     assert not forge_sampling.narrows_control(ScriptArgs(enabled=True, controlnet=ControlNetScope.BOTH.value), 2)
     per_unit = ScriptArgs(enabled=True, controlnet=ControlNetScope.PER_UNIT.value, controlnet_units="source, both")
     assert not forge_sampling.narrows_control(per_unit, 2)  # test_forge_controlnet.py: each unit its own rows
-    assert forge_sampling.unsupported_request(fake_p(None), per_unit, 2) is None
 
 
 # --- models and the host ---------------------------------------------------------------------

@@ -1,11 +1,13 @@
-"""ControlNet units assigned one by one ('per unit') in WebUI Forge, on the Forge stand-in's chain of
-units (tests/forge/backend/patcher/controlnet.py), whose residual is a constant per unit: the sum a
-row receives tells which units acted on it.
+"""ControlNet units assigned one by one ('per unit') and per-target control maps in WebUI Forge, on
+the Forge stand-in's chain of units (tests/forge/backend/patcher/controlnet.py), whose residual is a
+constant per unit scaled by each row's hint: the sum a row receives tells which units and hints
+acted on it.
 
 Properties: each unit acts on exactly the rows its assignment names, in every chunk of a call and in
 the inversion (whose rows are sources); a unit's own per-frame weights are kept, multiplied in and
-put back when the pass ends; the assignment list must match the enabled units, and units that do
-not join the chain are refused rather than shifting every unit's place.
+put back when the pass ends; each target gets its own map and the sources the unit's image; the
+assignment list must match the enabled units, and units that do not join the chain are refused
+rather than shifting every unit's place.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import os
 import sys
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
@@ -131,6 +134,39 @@ def test_units_that_do_not_join_the_chain_are_refused_per_unit():
     patcher = standin_patcher()
     with_units(patcher, (1.0, 10.0))
     p = SimpleNamespace(sd_model=SimpleNamespace(forge_objects=SimpleNamespace(unet=patcher)))
-    forge_sampling.check_units(p, 2)
-    with pytest.raises(SettingsError, match="applies 2 of the 3 enabled units"):
-        forge_sampling.check_units(p, 3)
+    forge_sampling.check_units(p, 2, "'per unit'")
+    with pytest.raises(SettingsError, match="'per unit' cannot .* applies 2 of the 3 enabled units"):
+        forge_sampling.check_units(p, 3, "'per unit'")
+
+
+def test_control_maps_give_each_target_its_own_hint_and_the_sources_the_units_image():
+    patcher = standin_patcher()
+    unit = ControlNet(10.0, hint=torch.full((1, 3, 64, 64), 0.5))
+    patcher.add_patched_controlnet(unit)
+    network = patcher.model.diffusion_model
+    args = ScriptArgs(enabled=True, start_step=0, start_layer=0, layout="one source",
+                      controlnet=ControlNetScope.BOTH.value)
+    session = GenerationSession(args, 3, network)
+    p = SimpleNamespace(sd_model=SimpleNamespace(forge_objects=SimpleNamespace(unet=patcher)))
+    black, white = np.zeros((32, 32, 3), np.uint8), np.full((32, 32, 3), 255, np.uint8)
+    maps = forge_sampling.unit_maps(p, session.pairing, args, [black, white], 1)
+    session.start_pass(network, True, PassSteps.from_levels(LEVELS), rows_needed=True,
+                       attacher=forge_sampling.attacher_for(p, session, False, None, maps))
+    watched, seen = recording(p.sd_model.forge_objects.unet)
+    head = patcher.controlnet_linked_list
+    denoise(watched, torch.randn(3, 4, 8, 8), LEVELS[0], compiled_with(head, text_context("sd15", 3, seed=1)),
+            compiled_with(head, text_context("sd15", 3, seed=2)), 5.0)
+    assert seen == [[5.0, 0.0, 10.0] * 2]  # the source: the unit's gray image; target 1 black, target 2 white
+    invert = session.inversion_call(lambda x, sigma: denoise(
+        watched, x, sigma, compiled_with(head, text_context("sd15", 1, seed=1)), None, 1.0))
+    invert(torch.randn(1, 4, 8, 8), torch.full((1,), LEVELS[1]))
+    assert seen[-1] == [5.0]  # the inversion's row is the source
+    session.close()
+    assert unit.cond_hint is None  # Forge makes it again from the unit's image
+
+
+def test_maps_for_a_unit_that_is_not_enabled_are_refused():
+    args = ScriptArgs(enabled=True, layout="one source", control_maps_unit=2)
+    pairing_session = GenerationSession(args, 3, standin_patcher().model.diffusion_model)
+    with pytest.raises(SettingsError, match="unit 2"):
+        forge_sampling.unit_maps(SimpleNamespace(), pairing_session.pairing, args, [], 1)

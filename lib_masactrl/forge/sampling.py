@@ -13,24 +13,16 @@ from __future__ import annotations
 
 from typing import Any, List, Sequence, Tuple
 
-from ..controlnet_rows import Assignment
+import torch
+
+from ..controlnet_rows import Assignment, UnitMaps, maps_unit_missing
 from ..fields import ControlNetScope, ScriptArgs
 from ..masks import MaskGuide
+from ..pairing import Pairing
 from ..session import Attacher, GenerationSession
 from ..settings import MasaCtrlSettings, SettingsError
 from ..steps import PassSteps
 from . import model, unet
-
-NOT_YET = "MasaCtrl in WebUI Forge does not {what} yet; {fix}"
-
-
-def unsupported_request(p: Any, args: ScriptArgs, control_units: int) -> str | None:
-    """Why this Forge generation, with ``control_units`` ControlNet units on, asks for something
-    MasaCtrl does not do in Forge yet, or ``None``."""
-    problems: List[str] = []
-    if args.uses_control_maps:
-        problems.append(NOT_YET.format(what="give targets their own control maps", fix="set the maps in ControlNet's units"))
-    return "; ".join(problems) if problems else None
 
 
 def levels_of(p: Any, steps: PassSteps) -> PassSteps:
@@ -68,7 +60,7 @@ def unit_assignments(args: ScriptArgs, control_units: int) -> Tuple[Assignment, 
     return assignments
 
 
-def check_units(p: Any, control_units: int) -> None:
+def check_units(p: Any, control_units: int, feature: str) -> None:
     """Raise :class:`SettingsError` when the built-in ControlNet (whose script runs before this
     extension's) has put a chain of units on this pass's patcher that does not hold one link per
     enabled unit: per-unit assignment finds a unit by its place in the chain, and a unit missing
@@ -77,10 +69,27 @@ def check_units(p: Any, control_units: int) -> None:
     links = len(linked()) if linked is not None else 0
     if links and links != control_units:
         raise SettingsError(
-            f"'per unit' cannot tell the ControlNet units apart in this pass: Forge applies {links} of the "
+            f"{feature} cannot tell the ControlNet units apart in this pass: Forge applies {links} of the "
             f"{control_units} enabled units as ControlNet models (the others are IP-Adapter or reference units, "
-            "or are limited to the other pass of hires fix): set 'ControlNet units apply to' to targets or both"
+            "or are limited to the other pass of hires fix): use ControlNet models in every enabled unit"
         )
+
+
+def unit_maps(p: Any, pairing: Pairing, args: ScriptArgs, maps: Sequence[Any], control_units: int) -> UnitMaps:
+    """The control maps of this batch's targets for the chosen unit (RGB arrays, height x width x
+    3, from :func:`lib_masactrl.webui.controlnet.load_maps`), fitted to each call's size as Forge
+    fits the unit's own image (:func:`.unet.fitted`)."""
+    index = args.control_maps_unit - 1
+    if index >= control_units:
+        raise maps_unit_missing(index, control_units)
+    batch = getattr(p, "iteration", 0) * len(pairing)
+    images = {image: pairing.target_number(batch + image) for image in pairing.targets}
+
+    def hint(number: int, size: Tuple[int, int], like: torch.Tensor) -> torch.Tensor:
+        rgb = torch.as_tensor(maps[number][..., :3]).permute(2, 0, 1)[None].float() / 255.0
+        return unet.fitted(rgb, size).to(device=like.device, dtype=like.dtype)
+
+    return UnitMaps(index, images, hint)
 
 
 def has_control(p: Any) -> bool:
@@ -93,12 +102,20 @@ def _acts_on(assignment: Assignment, target: bool) -> bool:
 
 
 def attacher_for(p: Any, session: GenerationSession, narrow: bool,
-                 assignments: Sequence[Assignment] | None = None) -> Attacher:
+                 assignments: Sequence[Assignment] | None = None, maps: UnitMaps | None = None) -> Attacher:
     """Installs MasaCtrl for one pass on a clone of the pass's U-Net patcher and puts the clone in
     ``forge_objects``, where the pass's sampler reads it. With ``narrow``, every U-Net call keeps
     ControlNet's residuals on the targets' rows only; with ``assignments``, each unit acts on the
-    rows its assignment names."""
+    rows its assignment names; ``maps`` give one unit a control map per target."""
     images = len(session.pairing)
+
+    def row_images(rows: int, chunks: int) -> List[int] | None:
+        if session.inverting:
+            sources = session.source_images
+            return sources[:rows] if rows <= len(sources) else None  # the inversion's rows, in order
+        if rows % images:
+            return None
+        return [row % images for row in range(rows)]
 
     def unit_rows(unit: int, rows: int) -> List[bool] | None:
         if assignments is None or unit >= len(assignments):
@@ -120,7 +137,7 @@ def attacher_for(p: Any, session: GenerationSession, narrow: bool,
     def install(network: Any, settings: MasaCtrlSettings, masks: MaskGuide | None) -> unet.ForgeAttachment:
         objects = p.sd_model.forge_objects
         clone, attachment = unet.attach(objects.unet, network, settings, masks, listener,
-                                        unit_rows if assignments is not None else None)
+                                        unit_rows if assignments is not None else None, maps, row_images)
         objects.unet = clone
         return attachment
 

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from ..controller import MasaCtrlController
+from ..controlnet_rows import UnitMaps
 from ..layers import LayerMap
 from ..layout import COND, UNCOND
 from ..masks import MaskGuide
@@ -57,6 +58,9 @@ It answers which of the call's rows keep their ControlNet residuals (``None``: a
 UnitRows = Callable[[int, int], Sequence[bool] | None]
 """Per ControlNet unit (its place among the enabled units, from 0) and the rows of one chunk of a
 U-Net call: which of those rows the unit acts on (``None``: the rows cannot be told apart)."""
+
+RowImages = Callable[[int, int], Sequence[int] | None]
+"""Per U-Net call (its rows and chunks): the batch image of each row (``None``: unknown)."""
 
 
 def block_key(name: str) -> BlockKey:
@@ -181,53 +185,94 @@ class _CallWrapper(_Installed):
         return weight
 
 
-class _UnitWeights(_Installed):
+def fitted(hint: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+    """``hint`` (rows, channels, height, width) cropped around its centre to the aspect of ``size``
+    and resized to it by nearest pixels, as Forge fits a unit's image to each call's latent."""
+    height, width = int(hint.shape[-2]), int(hint.shape[-1])
+    if (height, width) == tuple(size):
+        return hint
+    scale = min(height / size[0], width / size[1])
+    crop_h, crop_w = max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
+    top, left = (height - crop_h) // 2, (width - crop_w) // 2
+    cropped = hint[..., top:top + crop_h, left:left + crop_w]
+    return torch.nn.functional.interpolate(cropped, size=tuple(size), mode="nearest-exact")
+
+
+class _UnitRows(_Installed):
     """ControlNet conditioning modifier (backend/patcher/controlnet.py, ``ControlNet.get_control``
     calls every ``controlnet_conditioning_modifiers`` entry of its transformer options with itself
-    before it computes its residuals): gives each unit of the built-in ControlNet's chain a weight
-    per image, 1 on the rows it acts on and 0 elsewhere, through the chain's own per-frame weights
-    (``advanced_frame_weighting``, which ``compute_controlnet_weighting`` applies to that unit's
-    residuals alone). A unit's place among the enabled units is its depth in the chain: each unit
-    links the one applied before it (``previous_controlnet``). The weights a unit had before are
-    kept, multiplied in, and put back on detach."""
+    before it computes its residuals). A unit's place among the enabled units is its depth in the
+    chain: each unit links the one applied before it (``previous_controlnet``). Two jobs:
 
-    def __init__(self, unit_rows: UnitRows, controller: MasaCtrlController) -> None:
+    - with ``unit_rows``, each unit gets a weight per image, 1 on the rows it acts on and 0
+      elsewhere, through the chain's own per-frame weights (``advanced_frame_weighting``, which
+      ``compute_controlnet_weighting`` applies to that unit's residuals alone); a unit's own
+      weights are multiplied in and put back on detach;
+    - with ``maps``, the maps' unit gets a hint per row (``cond_hint``, which ``get_control`` keeps
+      when its rows and size fit the call): each mapped target's own map, the unit's image for the
+      other rows. Cleared on detach, so that Forge makes it again from the unit's image.
+    """
+
+    def __init__(self, controller: MasaCtrlController, unit_rows: UnitRows | None, maps: UnitMaps | None,
+                 row_images: RowImages) -> None:
         super().__init__()
         self.controller = controller
-        self.unit_rows: UnitRows | None = unit_rows
+        self.unit_rows = unit_rows
+        self.maps = maps
+        self.row_images: RowImages | None = row_images
         self._originals: Dict[int, Tuple[Any, Any]] = {}
 
     def __call__(self, unit: Any, x: torch.Tensor, timesteps: torch.Tensor, cond: Any, chunks: int) -> Tuple[Any, ...]:
-        unit_rows = self.unit_rows
-        if unit_rows is None:
+        if self.row_images is None:
             return x, timesteps, cond, chunks
         if id(unit) not in self._originals:
             self._originals[id(unit)] = (unit, getattr(unit, "advanced_frame_weighting", None))
-        original = self._originals[id(unit)][1]
         depth, link = -1, unit
         while link is not None:
             depth, link = depth + 1, getattr(link, "previous_controlnet", None)
-        rows = x.shape[0] // max(int(chunks), 1)
-        acts = unit_rows(depth, rows)
+        calls = max(int(chunks), 1)
+        if self.unit_rows is not None:
+            self._weigh(unit, depth, x.shape[0] // calls)
+        if self.maps is not None and self.maps.unit == depth:
+            self._give_maps(unit, x, calls)
+        return x, timesteps, cond, chunks
+
+    def _weigh(self, unit: Any, depth: int, rows: int) -> None:
+        original = self._originals[id(unit)][1]
+        acts = self.unit_rows(depth, rows)
         if acts is None or (original is not None and len(original) != rows):
             unit.advanced_frame_weighting = original
             self._note(f"ControlNet unit {depth + 1}'s rows could not be told apart in some calls, so it acted on every "
                        "image there")
-            return x, timesteps, cond, chunks
+            return
         weights = [float(kept) for kept in acts]
         if original is not None:
             weights = [weight * float(own) for weight, own in zip(weights, original)]
         unit.advanced_frame_weighting = weights
-        return x, timesteps, cond, chunks
+
+    def _give_maps(self, unit: Any, x: torch.Tensor, chunks: int) -> None:
+        own = getattr(unit, "cond_hint_original", None)
+        images = self.row_images(x.shape[0], chunks)
+        if own is None or images is None:
+            self._note(f"ControlNet unit {self.maps.unit + 1} could not take the targets' control maps in some calls, so "
+                       "it used its own image there")
+            return
+        size = (int(x.shape[-2]) * 8, int(x.shape[-1]) * 8)
+        dtype = getattr(unit, "manual_cast_dtype", None) or getattr(getattr(unit, "control_model", None), "dtype", None)
+        base = fitted(own, size).to(dtype=dtype or own.dtype)
+        per_row = base[[image % base.shape[0] for image in images]]
+        unit.cond_hint = self.maps.rows(images, per_row)
 
     def _note(self, message: str) -> None:
         if self.controller is not None:
             self.controller.note("controlnet-unit-rows", message)
 
     def restore(self) -> None:
-        """Put every unit's own per-frame weights back."""
+        """Put every unit's own per-frame weights back, and clear the hint given to the maps' unit."""
         for unit, original in self._originals.values():
             unit.advanced_frame_weighting = original
+            if self.maps is not None:
+                unit.cond_hint = None
         self._originals.clear()
 
 
@@ -251,8 +296,8 @@ class ForgeAttachment:
             if isinstance(installed, _CallWrapper):
                 installed.listener = None
                 installed._weights.clear()
-            if isinstance(installed, _UnitWeights):
-                installed.unit_rows = None
+            if isinstance(installed, _UnitRows):
+                installed.row_images = None
                 installed.restore()
         self._installed.clear()
         self.controller.close()
@@ -264,13 +309,14 @@ def _replace_patches(patcher: Any, target: str) -> Dict[Any, Any]:
 
 def attach(
     patcher: Any, unet: nn.Module, settings: MasaCtrlSettings, masks: MaskGuide | None, listener: CallListener,
-    unit_rows: UnitRows | None = None,
+    unit_rows: UnitRows | None = None, maps: UnitMaps | None = None, row_images: RowImages | None = None,
 ) -> Tuple[Any, ForgeAttachment]:
     """Clone ``patcher`` (the pass's U-Net patcher, whose model is ``unet``) and install MasaCtrl on
     the clone; returns the clone, for the caller to hand to ``forge_objects``, and the attachment.
     ``listener`` hears every U-Net call; ``unit_rows``, if given, says which rows each ControlNet
-    unit acts on. Raises :class:`SettingsError` if the settings do not fit the U-Net; ``patcher``
-    itself is never changed."""
+    unit acts on, and ``maps`` give one unit the targets' control maps, placed by ``row_images``.
+    Raises :class:`SettingsError` if the settings do not fit the U-Net; ``patcher`` itself is never
+    changed."""
     if masks is not None and settings.mode is not Mode.MUTUAL:
         raise SettingsError(f"masks work with the mutual mode only, not with the {settings.mode.value} mode")
     layer_map = LayerMap.from_unet(unet)
@@ -298,10 +344,10 @@ def attach(
     wrapper = _CallWrapper(listener, clone.model_options.get("model_function_wrapper"), controller)
     clone.set_model_unet_function_wrapper(wrapper)
     attachment._installed.append(wrapper)
-    if unit_rows is not None:
-        weights = _UnitWeights(unit_rows, controller)
+    if (unit_rows is not None or maps is not None) and row_images is not None:
+        units = _UnitRows(controller, unit_rows, maps, row_images)
         options = clone.model_options["transformer_options"]
-        modifiers = [*options.get("controlnet_conditioning_modifiers", []), weights]
+        modifiers = [*options.get("controlnet_conditioning_modifiers", []), units]
         clone.model_options["transformer_options"] = {**options, "controlnet_conditioning_modifiers": modifiers}
-        attachment._installed.append(weights)
+        attachment._installed.append(units)
     return clone, attachment

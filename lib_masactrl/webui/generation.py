@@ -216,10 +216,6 @@ def _start(p: Any, state: GenerationState, args: Sequence[Any]) -> None:
     if loaded is None:
         state.refuse(model.unsupported(getattr(p, "sd_model", None)))
         return
-    problem = forge_sampling.unsupported_request(p, parsed, controlnet.enabled_unit_count(p)) if compat.is_forge() else None
-    if problem:
-        state.refuse(problem)
-        return
     state.unet = loaded
     batch_size = _effective_batch_size(p)
     try:
@@ -327,11 +323,13 @@ def _before_sampling(p: Any, state: GenerationState, session: GenerationSession,
         control_units = controlnet.enabled_unit_count(p)
         narrow = forge_sampling.narrows_control(session.args, control_units)
         assignments = forge_sampling.unit_assignments(session.args, control_units)
-        if assignments is not None:
-            forge_sampling.check_units(p, control_units)
-        rows_needed = narrow or assignments is not None
+        maps = forge_sampling.unit_maps(p, session.pairing, session.args, state.maps, control_units) if state.maps else None
+        if assignments is not None or maps is not None:
+            forge_sampling.check_units(p, control_units, "'per unit'" if maps is None else "the control maps")
+        rows_needed = narrow or assignments is not None or maps is not None
         session.start_pass(unet, controlled, steps, sampling.pass_name(p, hires, steps), masks=guide,
-                           attacher=forge_sampling.attacher_for(p, session, narrow, assignments), rows_needed=rows_needed)
+                           attacher=forge_sampling.attacher_for(p, session, narrow, assignments, maps),
+                           rows_needed=rows_needed)
         units = forge_sampling.has_control(p)
     else:
         network = controlnet.network_of(p)

@@ -32,7 +32,6 @@ from realhost.webui_api import (
     masactrl_keyed,
     payload,
     pixels,
-    skip_in_forge,
 )
 
 
@@ -86,10 +85,9 @@ def test_controlnet_returns_its_map_after_the_pair(scopes: Dict[str, Generation]
 
 
 @pytest.fixture(scope="module")
-def mapped(webui: WebUI, unit: Dict[str, object], forge: bool) -> Generation:
+def mapped(webui: WebUI, unit: Dict[str, object]) -> Generation:
     """A source and two targets of the main prompt, one map each (the two farthest apart: black and
     white), and a spare map (noted)."""
-    skip_in_forge(forge, "per-target control maps")
     black, white = np.zeros((64, 64, 3), np.uint8), np.full((64, 64, 3), 255, np.uint8)
     maps: List[str] = [encode_png(black), encode_png(white), encode_png(square())]
     args = masactrl_args(source_prompt=SOURCE_PROMPT, layout="one source", control_maps=maps, animation="webp",

@@ -16,7 +16,6 @@ from realhost.webui_api import (
     masactrl_args,
     masactrl_keyed,
     payload,
-    skip_in_forge,
 )
 
 BLANK = encode_png(np.zeros((64, 64, 3), np.uint8))
@@ -87,10 +86,8 @@ CONTROLNET_REFUSALS = {
 
 @pytest.mark.parametrize("case", CONTROLNET_REFUSALS)
 def test_a_controlnet_setting_that_does_not_fit_the_units_is_refused(serving: WebUI, controlnet_model: str,
-                                                                     no_preprocessor: str, case: str, forge: bool) -> None:
+                                                                     no_preprocessor: str, case: str) -> None:
     values, batch_size, fragments = CONTROLNET_REFUSALS[case]
-    if "maps" in case:
-        skip_in_forge(forge, "per-target control maps")
     body = payload(batch_size=batch_size, masactrl=masactrl_keyed(source_prompt=SOURCE_PROMPT, **values),
                    controlnet=[controlnet_unit(controlnet_model, BLANK, module=no_preprocessor)])
     refused_by_name(serving, body, fragments)

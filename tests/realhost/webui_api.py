@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Sequence
 
 import numpy as np
-import pytest
 from PIL import Image
 
 URL_VARIABLE = "MASACTRL_WEBUI_URL"
@@ -62,10 +61,6 @@ SAME_MEAN = 0.1
 DIFFERENT_MEAN = 0.5
 
 
-FORGE_NOT_YET = "MasaCtrl in WebUI Forge does not"
-"""How Forge's refusal of a feature MasaCtrl has only in A1111 so far begins."""
-
-
 def is_forge(generation: "Generation") -> bool:
     """Whether ``generation`` was made by WebUI Forge, whose version strings start with "f"."""
     return str(generation.info.get("version", "")).startswith("f")
@@ -75,12 +70,6 @@ def is_sdxl(generation: "Generation") -> bool:
     """Whether ``generation``'s checkpoint is an SDXL one, told by its name as the labs name them
     (``random-sdxl-...``): the API does not say a checkpoint's family."""
     return "xl" in str(generation.info.get("sd_model_name", "")).lower()
-
-
-def skip_in_forge(forge: bool, what: str) -> None:
-    """Skip a scenario MasaCtrl refuses in Forge for now; ``test_9_forge.py`` checks the refusal."""
-    if forge:
-        pytest.skip(f"{what} is refused in WebUI Forge for now (test_9_forge.py checks the refusal)")
 
 
 def webui_url() -> str | None:
