@@ -109,30 +109,26 @@ def attacher_for(p: Any, session: GenerationSession, narrow: bool,
     rows its assignment names; ``maps`` give one unit a control map per target."""
     images = len(session.pairing)
 
-    def row_images(rows: int, chunks: int) -> List[int] | None:
+    def row_images(rows: int) -> List[int] | None:
+        """The batch image of each of a call's ``rows``: the inversion's rows are sources, in
+        order; a sampling call holds whole chunks of the batch."""
         if session.inverting:
             sources = session.source_images
-            return sources[:rows] if rows <= len(sources) else None  # the inversion's rows, in order
+            return [sources[row % len(sources)] for row in range(rows)]
         if rows % images:
             return None
         return [row % images for row in range(rows)]
 
     def unit_rows(unit: int, rows: int) -> List[bool] | None:
-        if assignments is None or unit >= len(assignments):
+        held = row_images(rows)
+        if assignments is None or unit >= len(assignments) or held is None:
             return None
-        if session.inverting:
-            return [_acts_on(assignments[unit], target=False)] * rows  # the inversion's rows are all sources
-        if rows != images:
-            return None
-        return [_acts_on(assignments[unit], session.pairing.is_target(row)) for row in range(rows)]
+        return [_acts_on(assignments[unit], session.pairing.is_target(image)) for image in held]
 
     def listener(level: float, groups: List[str], rows: int, latent: Tuple[int, int] | None) -> List[bool] | None:
         session.chunked_call(level, groups, rows, latent)
-        if narrow and session.inverting:
-            return [False] * rows  # the inversion's rows are all sources
-        if not narrow or rows % images:
-            return None
-        return [session.pairing.is_target(row % images) for row in range(rows)]
+        held = row_images(rows) if narrow else None
+        return None if held is None else [session.pairing.is_target(image) for image in held]
 
     def install(network: Any, settings: MasaCtrlSettings, masks: MaskGuide | None) -> unet.ForgeAttachment:
         objects = p.sd_model.forge_objects
@@ -142,3 +138,19 @@ def attacher_for(p: Any, session: GenerationSession, narrow: bool,
         return attachment
 
     return install
+
+
+def pass_attacher(p: Any, session: GenerationSession, control_units: int,
+                  map_images: Sequence[Any] | None) -> Tuple[Attacher, bool]:
+    """This pass's attacher (:func:`attacher_for`) from the built-in ControlNet's ``control_units``
+    enabled units, the user's scope or per-unit assignments and the control maps (``map_images``,
+    if any); and whether it must stay attached to a pass MasaCtrl does not control, where the units
+    still need their rows. Raises :class:`SettingsError` for assignments or maps that do not fit
+    the units."""
+    narrow = narrows_control(session.args, control_units)
+    assignments = unit_assignments(session.args, control_units)
+    maps = unit_maps(p, session.pairing, session.args, map_images, control_units) if map_images else None
+    if assignments is not None or maps is not None:
+        check_units(p, control_units, "'per unit'" if maps is None else "the control maps")
+    rows_needed = narrow or assignments is not None or maps is not None
+    return attacher_for(p, session, narrow, assignments, maps), rows_needed

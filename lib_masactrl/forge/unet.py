@@ -59,8 +59,8 @@ UnitRows = Callable[[int, int], Sequence[bool] | None]
 """Per ControlNet unit (its place among the enabled units, from 0) and the rows of one chunk of a
 U-Net call: which of those rows the unit acts on (``None``: the rows cannot be told apart)."""
 
-RowImages = Callable[[int, int], Sequence[int] | None]
-"""Per U-Net call (its rows and chunks): the batch image of each row (``None``: unknown)."""
+RowImages = Callable[[int], Sequence[int] | None]
+"""Per U-Net call (its rows): the batch image of each row (``None``: unknown)."""
 
 
 def block_key(name: str) -> BlockKey:
@@ -221,6 +221,8 @@ class _UnitRows(_Installed):
         self.maps = maps
         self.row_images: RowImages | None = row_images
         self._originals: Dict[int, Tuple[Any, Any]] = {}
+        self._hints: Dict[Tuple[Any, ...], torch.Tensor] = {}
+        """The maps' unit's hint per row choice, size, device and dtype, made once per attachment."""
 
     def __call__(self, unit: Any, x: torch.Tensor, timesteps: torch.Tensor, cond: Any, chunks: int) -> Tuple[Any, ...]:
         if self.row_images is None:
@@ -230,11 +232,10 @@ class _UnitRows(_Installed):
         depth, link = -1, unit
         while link is not None:
             depth, link = depth + 1, getattr(link, "previous_controlnet", None)
-        calls = max(int(chunks), 1)
         if self.unit_rows is not None:
-            self._weigh(unit, depth, x.shape[0] // calls)
+            self._weigh(unit, depth, x.shape[0] // max(int(chunks), 1))
         if self.maps is not None and self.maps.unit == depth:
-            self._give_maps(unit, x, calls)
+            self._give_maps(unit, x)
         return x, timesteps, cond, chunks
 
     def _weigh(self, unit: Any, depth: int, rows: int) -> None:
@@ -242,30 +243,33 @@ class _UnitRows(_Installed):
         acts = self.unit_rows(depth, rows)
         if acts is None or (original is not None and len(original) != rows):
             unit.advanced_frame_weighting = original
-            self._note(f"ControlNet unit {depth + 1}'s rows could not be told apart in some calls, so it acted on every "
-                       "image there")
+            self._note(f"unit-rows-{depth}", f"ControlNet unit {depth + 1}'s rows could not be told apart in some calls, "
+                       "so it acted on every image there")
             return
         weights = [float(kept) for kept in acts]
         if original is not None:
             weights = [weight * float(own) for weight, own in zip(weights, original)]
         unit.advanced_frame_weighting = weights
 
-    def _give_maps(self, unit: Any, x: torch.Tensor, chunks: int) -> None:
+    def _give_maps(self, unit: Any, x: torch.Tensor) -> None:
         own = getattr(unit, "cond_hint_original", None)
-        images = self.row_images(x.shape[0], chunks)
+        images = self.row_images(x.shape[0])
         if own is None or images is None:
-            self._note(f"ControlNet unit {self.maps.unit + 1} could not take the targets' control maps in some calls, so "
-                       "it used its own image there")
+            self._note("unit-maps", f"ControlNet unit {self.maps.unit + 1} could not take the targets' control maps in "
+                       "some calls, so it used its own image there")
             return
         size = (int(x.shape[-2]) * 8, int(x.shape[-1]) * 8)
         dtype = getattr(unit, "manual_cast_dtype", None) or getattr(getattr(unit, "control_model", None), "dtype", None)
-        base = fitted(own, size).to(dtype=dtype or own.dtype)
-        per_row = base[[image % base.shape[0] for image in images]]
-        unit.cond_hint = self.maps.rows(images, per_row)
+        key = (tuple(images), size, own.device, dtype or own.dtype)
+        if key not in self._hints:
+            base = fitted(own, size).to(dtype=dtype or own.dtype)
+            self._hints[key] = self.maps.rows(images, base[[image % base.shape[0] for image in images]])
+        unit.cond_hint = self._hints[key]
 
-    def _note(self, message: str) -> None:
+    def _note(self, kind: str, message: str) -> None:
+        """Report once per kind (and unit): one unit's trouble must not hide another's."""
         if self.controller is not None:
-            self.controller.note("controlnet-unit-rows", message)
+            self.controller.note(f"controlnet-{kind}", message)
 
     def restore(self) -> None:
         """Put every unit's own per-frame weights back, and clear the hint given to the maps' unit."""
@@ -274,6 +278,7 @@ class _UnitRows(_Installed):
             if self.maps is not None:
                 unit.cond_hint = None
         self._originals.clear()
+        self._hints.clear()
 
 
 class ForgeAttachment:

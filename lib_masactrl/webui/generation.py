@@ -320,16 +320,9 @@ def _before_sampling(p: Any, state: GenerationState, session: GenerationSession,
     if compat.is_forge():
         steps = forge_sampling.levels_of(p, steps)
         guide = masks.guide_for(p, session, len(steps)) if controlled else None
-        control_units = controlnet.enabled_unit_count(p)
-        narrow = forge_sampling.narrows_control(session.args, control_units)
-        assignments = forge_sampling.unit_assignments(session.args, control_units)
-        maps = forge_sampling.unit_maps(p, session.pairing, session.args, state.maps, control_units) if state.maps else None
-        if assignments is not None or maps is not None:
-            forge_sampling.check_units(p, control_units, "'per unit'" if maps is None else "the control maps")
-        rows_needed = narrow or assignments is not None or maps is not None
+        attacher, rows_needed = forge_sampling.pass_attacher(p, session, controlnet.enabled_unit_count(p), state.maps)
         session.start_pass(unet, controlled, steps, sampling.pass_name(p, hires, steps), masks=guide,
-                           attacher=forge_sampling.attacher_for(p, session, narrow, assignments, maps),
-                           rows_needed=rows_needed)
+                           attacher=attacher, rows_needed=rows_needed)
         units = forge_sampling.has_control(p)
     else:
         network = controlnet.network_of(p)
