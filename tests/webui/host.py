@@ -113,11 +113,13 @@ class WebUIHost:
       before_ui callbacks run.
     - cmd_options: command-line flags to start with (``{"hide_ui_dir_config": True}`` for
       ``--hide-ui-dir-config``), restored at teardown.
+    - forge: run as WebUI Forge (tests/forge_host/README.md): ``unet`` is then a Forge U-Net
+      (tests/forge/forge_unets.py) and the loaded model one of Forge's.
     """
 
     def __init__(
         self, unet, extension_dir=None, *, model_name="tiny-sd15", api=True, options=None, optimization="sdp",
-        nowebui=False, cmd_options=None,
+        nowebui=False, cmd_options=None, forge=False,
     ):
         global _active_host
         if _active_host is not None:
@@ -132,6 +134,9 @@ class WebUIHost:
         self._checkpoints = {}
 
         self._snapshot()
+        self.forge = forge
+        if forge:
+            _forge_flavour().install()
         for flag, value in (cmd_options or {}).items():
             setattr(shared.cmd_opts, flag, value)
         try:
@@ -220,6 +225,8 @@ class WebUIHost:
             call_queue.last_ui_exception = None
             images.saved_images.clear()
             self._forget_extension_modules(saved["modules"])
+            if self.forge:
+                _forge_flavour().uninstall()
             if getattr(self, "outputs", None):
                 shutil.rmtree(self.outputs, ignore_errors=True)
             sd_samplers.get_sampler_and_scheduler.cache_clear()
@@ -634,6 +641,16 @@ class WebUIHost:
                 if control is component and isinstance(update, dict) and "value" in update:
                     result[index] = update["value"]
         return result
+
+
+def _forge_flavour():
+    """tests/forge_host/forge_flavour.py: the stand-in's modules made to behave as WebUI Forge's."""
+    folder = os.path.join(os.path.dirname(_here), "forge_host")
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    import forge_flavour
+
+    return forge_flavour
 
 
 def _offer_sd_unet(option):

@@ -22,6 +22,11 @@ from modules.script_callbacks import ExtraNoiseParams, extra_noise_callback
 from modules.shared import opts, state
 
 
+def conditioning_key(model) -> str:
+    """The conditioning key the sampler notes (Sampler.__init__ reads the ldm wrapper's)."""
+    return getattr(model.model, "conditioning_key", "crossattn")
+
+
 class SamplerData(namedtuple("SamplerData", ["name", "constructor", "aliases", "options"])):
     """sd_samplers_common.SamplerData: one entry of the sampler list. ``options`` holds the traits the
     rest of the WebUI looks up (default ``scheduler``, ``second_order``, ``brownian_noise``...)."""
@@ -245,7 +250,7 @@ class Sampler:
         self.config: SamplerData | None = None  # set by sd_samplers.create_sampler
         self.p = self.eta = self.stop_at = self.last_latent = self.s_min_uncond = None
         self.model_wrap_cfg = self.sampler_extra_args = None
-        self.conditioning_key = getattr(shared.sd_model.model, "conditioning_key", "crossattn")
+        self.conditioning_key = conditioning_key(shared.sd_model)
 
     def callback_state(self, d):
         """Sampler.callback_state: the sampling function's per-step callback; ``d["i"]`` is its own step

@@ -7,7 +7,8 @@ and ``strength`` (an AND weight). Each condition object makes its rows for one U
 (``concat``). Kept from Forge: row repetition, the text context's token counts padded by repetition
 to their least common multiple, and ``compile_conditions`` for a tensor or SDXL's
 ``{"crossattn", "vector"}`` dict. Left out: areas, the noise-shaped crop, constant conditions and the
-concat-compatibility checks (the stand-in's chunks always join).
+concat-compatibility checks (the stand-in's chunks always join). ``compile_weighted_conditions`` makes
+one entry per AND position from the WebUI's multi-prompt rows.
 """
 
 from __future__ import annotations
@@ -56,3 +57,18 @@ def compile_conditions(cond):
     entry = {"cross_attn": cond["crossattn"], "pooled_output": cond["vector"],
              "model_conds": {"c_crossattn": ConditionCrossAttn(cond["crossattn"]), "y": Condition(cond["vector"])}}
     return [entry]
+
+
+def compile_weighted_conditions(cond, weights):
+    """Mirrors ``compile_weighted_conditions``: one compiled entry per AND position. ``weights`` is the
+    WebUI's composition, one list of ``(row, weight)`` per image; the n-th sub-prompt of every image
+    becomes one entry made of those rows, its ``strength`` the weight of the last image's n-th
+    sub-prompt (as in Forge, images are assumed to share the weights)."""
+    entries = []
+    for position in zip(*weights):
+        rows = [row for row, _ in position]
+        picked = {key: value[rows] for key, value in cond.items()} if isinstance(cond, dict) else cond[rows]
+        entry = compile_conditions(picked)[0]
+        entry["strength"] = position[-1][1]
+        entries.append(entry)
+    return entries

@@ -1,6 +1,7 @@
 """Stand-in for Forge's ``backend/sampling/sampling_function.py``: one denoiser evaluation with
 classifier-free guidance, ``calc_cond_uncond_batch`` and ``sampling_function_inner``, and the
-preparation around sampling, ``sampling_prepare`` and ``sampling_cleanup``.
+preparation around sampling, ``sampling_prepare`` and ``sampling_cleanup``; and ``sampling_function``,
+the model call of the WebUI's CFG denoiser in Forge.
 
 Conditioning is Forge's compiled form (``backend/sampling/condition.py``, ``compile_conditions``):
 ``cond`` and ``uncond`` are lists of entries, one per prompt (one per AND sub-prompt for ``cond``),
@@ -33,6 +34,8 @@ from __future__ import annotations
 import math
 
 import torch
+
+from backend.sampling.condition import Condition, compile_conditions, compile_weighted_conditions
 
 COND = 0
 UNCOND = 1
@@ -125,6 +128,33 @@ def sampling_function_inner(model, x, timestep, uncond, cond, cond_scale, model_
     gain = cond_scale if math.isclose(total_strength, 1.0) else cond_scale * total_strength
     guided = uncond_pred + (cond_pred - uncond_pred) * gain
     return (guided, cond_pred, uncond_pred) if return_full else guided
+
+
+
+def sampling_function(self, denoiser_params, cond_scale, cond_composition):
+    """Mirrors ``sampling_function``, the model call of Forge's ``CFGDenoiser.forward``: the patcher is
+    ``self.inner_model.inner_model.forge_objects.unet`` (whatever the pass put there); the WebUI's
+    conditioning is compiled (the cond per AND position with its weight); image conditioning that
+    matches ``x`` in batch and size goes to every entry as ``c_concat``; the patcher's ControlNet chain
+    becomes every entry's ``control``; the patcher's ``conditioning_modifiers`` run in order; then
+    ``sampling_function_inner``. Returns (guided, cond prediction, uncond prediction). Simplified: no
+    ``extra_concat_condition``."""
+    patcher = self.inner_model.inner_model.forge_objects.unet
+    x, sigma = denoiser_params.x, denoiser_params.sigma
+    uncond = compile_conditions(denoiser_params.text_uncond)
+    cond = compile_weighted_conditions(denoiser_params.text_cond, cond_composition)
+    image_cond = denoiser_params.image_cond
+    fits = isinstance(image_cond, torch.Tensor) and image_cond.shape[0] == x.shape[0] and image_cond.shape[2:] == x.shape[2:]
+    for entry in cond + (uncond or []):
+        if fits:
+            entry["model_conds"]["c_concat"] = Condition(image_cond)
+        if patcher.controlnet_linked_list is not None:
+            entry["control"] = patcher.controlnet_linked_list
+    model, options, seed = patcher.model, patcher.model_options, self.p.seeds[0]
+    for modifier in options.get("conditioning_modifiers", []):
+        model, x, sigma, uncond, cond, cond_scale, options, seed = modifier(model, x, sigma, uncond, cond, cond_scale,
+                                                                             options, seed)
+    return sampling_function_inner(model, x, sigma, uncond, cond, cond_scale, options, seed, return_full=True)
 
 
 EVENTS = []
