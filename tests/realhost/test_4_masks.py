@@ -14,26 +14,52 @@ from realhost.webui_api import (
     assert_close,
     assert_different,
     infotext_values,
+    is_sdxl,
+    masactrl_args,
     masactrl_keyed,
     masactrl_settings,
     payload,
+    plain_sources_payload,
 )
+
+SDXL_SIZE = {"width": 128, "height": 128}
+"""SDXL attends at 1/8, 1/16 and 1/32 of the image, so at 64 pixels its word maps are 4x4 and 2x2
+cells: too coarse to part a subject from its background. At 128 pixels they are 8x8 and 4x4."""
 
 
 @pytest.fixture(scope="module")
-def masked(webui: WebUI) -> Generation:
+def size(plain_before: Generation) -> dict:
+    """The scenario's image size: the session's, or for SDXL :data:`SDXL_SIZE`."""
+    return dict(SDXL_SIZE) if is_sdxl(plain_before) else {}
+
+
+@pytest.fixture(scope="module")
+def masked(webui: WebUI, size: dict) -> Generation:
     """Sent in the API's keyed form, with the masks shown."""
     return webui.generate(payload(masactrl=masactrl_keyed(
-        source_prompt=SOURCE_PROMPT, mask_mode="subject words", mask_words="corgi", show_masks=True, **CONTROLLED)))
+        source_prompt=SOURCE_PROMPT, mask_mode="subject words", mask_words="corgi", show_masks=True, **CONTROLLED),
+        **size))
 
 
-def test_the_source_is_unchanged(masked: Generation, plain_before: Generation) -> None:
+@pytest.fixture(scope="module")
+def plain_at_size(webui: WebUI, size: dict, plain_before: Generation) -> Generation:
+    return webui.generate({**plain_sources_payload(), **size}) if size else plain_before
+
+
+@pytest.fixture(scope="module")
+def mutual_at_size(webui: WebUI, size: dict, mutual_pairs: Generation) -> Generation:
+    if not size:
+        return mutual_pairs
+    return webui.generate(payload(masactrl=masactrl_args(source_prompt=SOURCE_PROMPT, **CONTROLLED), **size))
+
+
+def test_the_source_is_unchanged(masked: Generation, plain_at_size: Generation) -> None:
     """Equal up to rounding: masked attention runs the targets in calls of their own."""
-    assert_close(masked.rgb(0), plain_before.rgb(0), "source with word masks vs the plain run")
+    assert_close(masked.rgb(0), plain_at_size.rgb(0), "source with word masks vs the plain run")
 
 
-def test_the_target_differs_from_mutual_mode(masked: Generation, mutual_pairs: Generation) -> None:
-    assert_different(masked.rgb(1), mutual_pairs.rgb(1), "target with word masks vs mutual mode")
+def test_the_target_differs_from_mutual_mode(masked: Generation, mutual_at_size: Generation) -> None:
+    assert_different(masked.rgb(1), mutual_at_size.rgb(1), "target with word masks vs mutual mode")
 
 
 def test_the_masks_used_come_after_the_images(masked: Generation) -> None:
