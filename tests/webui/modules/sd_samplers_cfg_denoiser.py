@@ -84,6 +84,14 @@ class CFGDenoiser(torch.nn.Module):
 
     @property
     def inner_model(self):
+        """The sampler family's model wrapper around the loaded model (``make_wrapper``), made on
+        first use and again after a refiner switch (``update_inner_model`` forgets it)."""
+        wrapper = self.model_wrap
+        if wrapper is None:
+            wrapper = self.model_wrap = self.make_wrapper(shared.sd_model)
+        return wrapper
+
+    def make_wrapper(self, model):
         raise NotImplementedError
 
     def get_pred_x0(self, x_in, x_out, sigma):

@@ -13,7 +13,7 @@ import k_diffusion.external
 import k_diffusion.sampling
 import torch
 
-from modules import devices, sd_samplers_cfg_denoiser, sd_samplers_common, sd_samplers_extra, sd_schedulers, shared
+from modules import devices, sd_samplers_cfg_denoiser, sd_samplers_common, sd_samplers_extra, sd_schedulers
 from modules.sd_samplers_cfg_denoiser import CFGDenoiser  # noqa: F401 (the real module re-exports it)
 from modules.shared import opts
 
@@ -57,11 +57,8 @@ class CFGDenoiserKDiffusion(sd_samplers_cfg_denoiser.CFGDenoiser):
     """sd_samplers_kdiffusion.CFGDenoiserKDiffusion: the model wrapper is k-diffusion's CompVisDenoiser
     around shared.sd_model, built on first use and again after a refiner switch."""
 
-    @property
-    def inner_model(self):
-        if self.model_wrap is None:
-            self.model_wrap = k_diffusion.external.CompVisDenoiser(shared.sd_model, quantize=opts.enable_quantization)
-        return self.model_wrap
+    def make_wrapper(self, model):
+        return k_diffusion.external.CompVisDenoiser(model, quantize=opts.enable_quantization)
 
 
 class KDiffusionSampler(sd_samplers_common.Sampler):

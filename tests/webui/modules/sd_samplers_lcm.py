@@ -72,11 +72,8 @@ def sample_lcm(model, x, sigmas, extra_args=None, callback=None, disable=None, n
 class CFGDenoiserLCM(sd_samplers_cfg_denoiser.CFGDenoiser):
     """sd_samplers_lcm.CFGDenoiserLCM: the CFG denoiser over LCMCompVisDenoiser."""
 
-    @property
-    def inner_model(self):
-        if self.model_wrap is None:
-            self.model_wrap = LCMCompVisDenoiser(shared.sd_model)
-        return self.model_wrap
+    def make_wrapper(self, model):
+        return LCMCompVisDenoiser(model)
 
 
 class LCMSampler(sd_samplers_kdiffusion.KDiffusionSampler):

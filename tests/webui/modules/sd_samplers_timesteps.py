@@ -43,11 +43,8 @@ class CFGDenoiserTimesteps(CFGDenoiser):
         alpha = self.alphas[sigma.to(dtype=int)][:, None, None, None]
         return (x_in - (1 - alpha).sqrt() * x_out) / alpha.sqrt()
 
-    @property
-    def inner_model(self):
-        if self.model_wrap is None:
-            self.model_wrap = CompVisTimestepsDenoiser(shared.sd_model)
-        return self.model_wrap
+    def make_wrapper(self, model):
+        return CompVisTimestepsDenoiser(model)
 
 
 class CompVisSampler(sd_samplers_common.Sampler):
