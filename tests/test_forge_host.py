@@ -374,3 +374,38 @@ def test_subject_word_masks_change_the_target_and_are_shown(forge):
     moved(masked.standin_latents[1], mutual[1])
     assert [image.mode for image in masked.images[-3:]] == ["RGB", "L", "L"]  # after the grid and the pair
     assert masactrl_notes(masked) == []
+
+
+def half_mask(left):
+    mask = np.zeros((64, 64), dtype=np.uint8)
+    mask[:, slice(0, 32) if left else slice(32, 64)] = 255
+    return Image.fromarray(mask, "L")
+
+
+def test_uploaded_masks_change_the_target_and_are_shown(forge):
+    mutual = generate(forge, masactrl_args=masactrl()).standin_latents
+    masked = generate(forge, masactrl_args=masactrl(mask_mode="uploaded masks", source_mask=half_mask(True),
+                                                    target_mask=half_mask(False), show_masks=True))
+    close(masked.standin_latents[0], mutual[0])
+    moved(masked.standin_latents[1], mutual[1])
+    source_preview = np.asarray(masked.images[-2])
+    assert source_preview[:, :32].min() == 255 and source_preview[:, 32:].max() == 0
+
+
+# --- sequences: the animation ------------------------------------------------------------------------
+
+
+def test_a_sequence_animation_holds_the_targets_in_order(forge):
+    import io
+
+    lines = "a photo of a corgi jumping on the beach\na photo of a corgi sleeping on the beach"
+    processed = generate(forge, SOURCE, batch_size=3, masactrl_args=masactrl(layout="one source", target_prompts=lines,
+                                                                            animation="webp", fps=4))
+    first = processed.index_of_first_image
+    buffer = io.BytesIO()
+    processed.images[-1].save(buffer, format="PNG")
+    with Image.open(io.BytesIO(buffer.getvalue())) as animation:
+        assert animation.n_frames == 2
+        for frame, target in enumerate(processed.images[first + 1:first + 3]):
+            animation.seek(frame)
+            assert np.array_equal(np.asarray(animation.convert("RGB")), np.asarray(target.convert("RGB")))

@@ -15,6 +15,7 @@ from realhost.webui_api import (
     encode_png,
     masactrl_args,
     masactrl_keyed,
+    masactrl_settings,
     payload,
 )
 
@@ -62,11 +63,15 @@ def test_a_setting_masactrl_cannot_use_is_refused_by_name(serving: WebUI, case: 
     refused_by_name(serving, body(), fragments)
 
 
-def test_a_start_layer_past_the_model_is_refused_with_its_range(serving: WebUI, layer_range: str) -> None:
-    """SD1.x and SD2.x have 16 layers; SDXL has 70, every layer the setting allows."""
-    if layer_range.endswith("69"):
-        pytest.skip("every start layer the setting allows is inside an SDXL model")
-    refused_by_name(serving, pair(start_layer=20), ["start layer 20", layer_range])
+def test_the_start_layer_is_checked_against_the_models_own_layers(serving: WebUI, layer_range: str) -> None:
+    """SD1.x and SD2.x have 16 layers, so start layer 20 is refused with their range. SDXL has 70,
+    every start layer the setting allows: its last one is taken and controls that layer."""
+    if not layer_range.endswith("69"):
+        refused_by_name(serving, pair(start_layer=20), ["start layer 20", layer_range])
+        return
+    generation = serving.generate(pair(start_layer=69))
+    assert masactrl_settings(generation.infotexts[1])["start_layer"] == "69", generation.infotexts[1]
+    assert len(generation.images) == 2
 
 
 def test_an_inversion_without_a_sigma_schedule_is_refused(serving: WebUI) -> None:
