@@ -246,11 +246,12 @@ def test_a_checkpoint_switch_between_generations_gets_a_fresh_model_and_control_
         assert model.forge_objects_original.unet.model_options == PRISTINE_OPTIONS
 
 
-def test_sdxl_sources_are_plain_and_targets_are_controlled():
-    network = tiny_forge_unet("sdxl", seed=0)
+@pytest.mark.parametrize("kind, engine", [("sd21", "StableDiffusion2"), ("sdxl", "StableDiffusionXL")])
+def test_sd2_and_sdxl_sources_are_plain_and_targets_are_controlled(kind, engine):
+    network = tiny_forge_unet(kind, seed=0)
     host = start_forge(network)
     try:
-        assert type(loaded()).__name__ == "StableDiffusionXL"
+        assert type(loaded()).__name__ == engine
         uncontrolled = generate(host, masactrl_args=masactrl(**UNCONTROLLED)).standin_latents
         processed = generate(host, masactrl_args=masactrl())
         assert torch.equal(processed.standin_latents[0], uncontrolled[0])

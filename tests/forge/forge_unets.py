@@ -14,10 +14,11 @@ from backend.sampling.condition import compile_conditions
 from backend.sampling.sampling_function import sampling_function_inner
 
 # kind -> constructor arguments. SD1.x: 4 levels, one-block transformers at the top three levels and in
-# the middle (16 layers), 768-wide text context. SDXL: 3 levels, no attention at the top level, depth 2
-# then 10, middle depth 10 (70 layers), 2048-wide context.
+# the middle (16 layers), 768-wide text context; SD2.x: the same with a 1024-wide context. SDXL: 3 levels,
+# no attention at the top level, depth 2 then 10, middle depth 10 (70 layers), 2048-wide context.
 LAYOUTS = {
     "sd15": dict(channel_mult=(1, 2, 4, 4), transformer_depth=(1, 1, 1, 0), middle_depth=1, context_dim=768),
+    "sd21": dict(channel_mult=(1, 2, 4, 4), transformer_depth=(1, 1, 1, 0), middle_depth=1, context_dim=1024),
     "sdxl": dict(channel_mult=(1, 2, 4), transformer_depth=(0, 2, 10), middle_depth=10, context_dim=2048),
 }
 

@@ -100,8 +100,8 @@ class ForgeModel:
 
 
 class StableDiffusion(ForgeModel):
-    """backend/diffusion_engine/sd15.py ``StableDiffusion`` (and sd20.py for a 1024-wide context): one
-    CLIP text engine, ``text_processing_engine``, whose output is the conditioning."""
+    """backend/diffusion_engine/sd15.py ``StableDiffusion``: one CLIP text engine,
+    ``text_processing_engine``, whose output is the conditioning."""
 
     def __init__(self, network: nn.Module, width: int, text_seed: int = 1234):
         from standin_model import FakeTextEncoder, FakeVAE
@@ -113,6 +113,10 @@ class StableDiffusion(ForgeModel):
 
     def get_learned_conditioning(self, prompts: List[str]) -> Any:
         return self.text_processing_engine(prompts)
+
+
+class StableDiffusion2(StableDiffusion):
+    """backend/diffusion_engine/sd20.py ``StableDiffusion2``: as SD1's, with OpenCLIP's 1024-wide context."""
 
 
 class StableDiffusionXL(ForgeModel):
@@ -160,7 +164,8 @@ def forge_loader(network: nn.Module) -> ForgeModel:
     if not isinstance(network, IntegratedUNet2DConditionModel):
         return Flux(network)
     width = _context_width(network)
-    return StableDiffusionXL(network, width) if width == 2048 else StableDiffusion(network, width)
+    engine = {2048: StableDiffusionXL, 1024: StableDiffusion2}.get(width, StableDiffusion)
+    return engine(network, width)
 
 
 # --- modules/sd_models.py ---------------------------------------------------------------------------
