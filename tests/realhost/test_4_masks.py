@@ -1,9 +1,10 @@
-"""Masks from subject words: the target's subject reads from the source's subject only, which
-changes the target against mutual mode and leaves the source alone; a word missing from its
-prompt is refused by name."""
+"""Masks from subject words and from uploaded mask images: the target's subject reads from the
+source's subject only, which changes the target against mutual mode and leaves the source alone;
+a word missing from its prompt is refused by name."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from realhost.webui_api import (
@@ -13,6 +14,7 @@ from realhost.webui_api import (
     WebUI,
     assert_close,
     assert_different,
+    encode_png,
     infotext_values,
     is_sdxl,
     masactrl_args,
@@ -75,3 +77,28 @@ def test_a_missing_word_is_refused_naming_it(serving: WebUI) -> None:
     reply = serving.refusal(payload(masactrl=masactrl_keyed(
         source_prompt=SOURCE_PROMPT, mask_mode="subject words", mask_words="giraffe", **CONTROLLED)))
     assert "giraffe" in reply.message and SOURCE_PROMPT in reply.message, reply.message
+
+
+def half(left: bool, size: int) -> str:
+    """A mask image, white on one half: the source's subject on the left, the target's on the right."""
+    mask = np.zeros((size, size, 3), np.uint8)
+    mask[:, slice(0, size // 2) if left else slice(size // 2, size)] = 255
+    return encode_png(mask)
+
+
+@pytest.fixture(scope="module")
+def uploaded(webui: WebUI, size: dict) -> Generation:
+    side = size.get("width", 64)
+    return webui.generate(payload(masactrl=masactrl_keyed(
+        source_prompt=SOURCE_PROMPT, mask_mode="uploaded masks", source_mask=half(True, side),
+        target_mask=half(False, side), show_masks=True, **CONTROLLED), **size))
+
+
+def test_uploaded_masks_steer_the_target_and_are_shown_as_given(uploaded: Generation, plain_at_size: Generation,
+                                                                mutual_at_size: Generation) -> None:
+    assert_close(uploaded.rgb(0), plain_at_size.rgb(0), "source with uploaded masks vs the plain run")
+    assert_different(uploaded.rgb(1), mutual_at_size.rgb(1), "target with uploaded masks vs mutual mode")
+    source_mask, target_mask = (np.asarray(image.convert("L")) for image in uploaded.images[2:4])
+    middle = source_mask.shape[1] // 2
+    assert source_mask[:, :middle].min() == 255 and source_mask[:, middle:].max() == 0
+    assert target_mask[:, :middle].max() == 0 and target_mask[:, middle:].min() == 255
