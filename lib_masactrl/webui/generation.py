@@ -317,9 +317,9 @@ def _before_sampling(p: Any, state: GenerationState, session: GenerationSession,
     hires = getattr(p, "is_hr_pass", False)
     controlled = not hires or session.args.hires
     steps = sampling.pass_steps(p, hires)
+    guide = masks.guide_for(p, session, len(steps)) if controlled else None
     if compat.is_forge():
         steps = forge_sampling.levels_of(p, steps)
-        guide = masks.guide_for(p, session, len(steps)) if controlled else None
         attacher, rows_needed = forge_sampling.pass_attacher(p, session, controlnet.enabled_unit_count(p), state.maps)
         session.start_pass(unet, controlled, steps, sampling.pass_name(p, hires, steps), masks=guide,
                            attacher=attacher, rows_needed=rows_needed)
@@ -327,7 +327,6 @@ def _before_sampling(p: Any, state: GenerationState, session: GenerationSession,
     else:
         network = controlnet.network_of(p)
         assignments = controlnet.own_assignment(p) if session.args.controlnet == ControlNetScope.TARGETS else None
-        guide = masks.guide_for(p, session, len(steps)) if controlled else None
         maps = controlnet.unit_maps(p, session.pairing, session.args, state.maps) if state.maps else None
         session.start_pass(unet, controlled, steps, sampling.pass_name(p, hires, steps), network, assignments, guide,
                            maps)
