@@ -32,9 +32,6 @@ BACKEND = os.path.join(os.path.dirname(HERE), "forge")
 CONTROLNET_EXTENSION = os.path.join(HERE, "sd_forge_controlnet")
 """The built-in ControlNet stand-in, to register as a built-in extension before the host starts."""
 
-_SD_SCHEDULE = torch.cumprod(1.0 - torch.linspace(0.00085**0.5, 0.012**0.5, 1000, dtype=torch.float64) ** 2, 0)
-
-
 # --- Forge's models (backend/diffusion_engine/) ---------------------------------------------------
 
 
@@ -69,12 +66,13 @@ class ForgeModel:
     def __init__(self, network: nn.Module, encoder: Any, vae: Any):
         from backend.modules.k_model import KModel
         from backend.patcher.unet import UnetPatcher
+        from standin_model import sd_alphas_cumprod
 
         self.first_stage_model = vae
         self.forge_objects = ForgeObjects(UnetPatcher(KModel(network)), encoder, vae)
         self.forge_objects_original = self.forge_objects.shallow_copy()
         self.forge_objects_after_applying_lora = self.forge_objects.shallow_copy()
-        self.alphas_cumprod = _SD_SCHEDULE.float()  # what k-diffusion's wrapper takes its sigmas from
+        self.alphas_cumprod = sd_alphas_cumprod()  # what k-diffusion's wrapper takes its sigmas from
         self.extra_generation_params, self.comments = {}, []
 
     @property
@@ -154,7 +152,7 @@ class Flux(ForgeModel):
         super().__init__(network, None, FakeVAE())
 
     def get_learned_conditioning(self, prompts: List[str]) -> Any:
-        return torch.zeros(len(prompts), 256, 4096)
+        return torch.zeros(len(prompts), 256, 4096)  # T5-wide; an API request encodes its prompts before a refusal ends it
 
 
 def forge_loader(network: nn.Module) -> ForgeModel:
@@ -237,21 +235,12 @@ def apply_refiner(denoiser: Any, x: torch.Tensor) -> bool:
     denoiser's wrapper is rebuilt and the new model's patcher, not set up by any script, is prepared."""
     from backend.sampling.sampling_function import sampling_cleanup, sampling_prepare
 
-    from modules import extra_networks, sd_models, shared
+    from modules import extra_networks, sd_models, sd_samplers_common, shared
 
     p = denoiser.p
-    switch_at, refiner = p.refiner_switch_at, p.refiner_checkpoint_info
-    if switch_at is not None and denoiser.step / denoiser.total_steps < switch_at:
+    refiner = sd_samplers_common.refiner_due(p, denoiser.step / denoiser.total_steps)
+    if refiner is None:
         return False
-    if refiner is None or shared.sd_model.sd_checkpoint_info == refiner:
-        return False
-    if getattr(p, "enable_hr", False):
-        which = shared.opts.hires_fix_refiner_pass
-        if which == ("first pass" if p.is_hr_pass else "second pass"):
-            return False
-        if which != "second pass":
-            p.extra_generation_params["Hires refiner"] = which
-    p.extra_generation_params.update({"Refiner": refiner.short_title, "Refiner switch at": switch_at})
     sampling_cleanup(shared.sd_model.forge_objects.unet)
     main = sd_models.model_data.forge_loading_parameters
     _load_checkpoint(refiner)

@@ -261,6 +261,12 @@ class SgmWrapper(nn.Module):
         return self.diffusion_model(x, t, context=c.get("crossattn"), **extra)
 
 
+def sd_alphas_cumprod() -> torch.Tensor:
+    """SD's noise schedule as the cumulative product of 1 - beta (float32, 1000 steps)."""
+    betas = torch.linspace(0.00085**0.5, 0.012**0.5, 1000, dtype=torch.float64) ** 2
+    return torch.cumprod(1.0 - betas, dim=0).float()
+
+
 class StandInModel(nn.Module):
     """What modules/sd_models.py load_model instantiates from a checkpoint's config: ``model`` (the
     wrapper holding ``diffusion_model``), ``first_stage_model``, ``cond_stage_model`` and the schedule.
@@ -281,8 +287,7 @@ class StandInModel(nn.Module):
         self.first_stage_model = FakeVAE()
         self.cond_stage_model = FakeTextEncoder(width, seed=text_seed, honours_clip_skip=self.is_sd1)
 
-        betas = torch.linspace(0.00085**0.5, 0.012**0.5, 1000, dtype=torch.float64) ** 2
-        self.register_buffer("alphas_cumprod", torch.cumprod(1.0 - betas, dim=0).float(), persistent=False)
+        self.register_buffer("alphas_cumprod", sd_alphas_cumprod(), persistent=False)
         self.alphas_cumprod_original = self.alphas_cumprod
 
     @property

@@ -184,6 +184,25 @@ def _completed_ratio(cfg_denoiser, sigma) -> float:
     return (999 - timestep) / 1000
 
 
+def refiner_due(p, completed: float):
+    """The refiner checkpoint to switch to now that sampling has ``completed`` this share, or None:
+    not yet at ``p.refiner_switch_at``, no refiner, the refiner already loaded, or (with hires fix,
+    opts.hires_fix_refiner_pass) not this pass. A switch is noted in the infotext."""
+    switch_at, refiner = p.refiner_switch_at, p.refiner_checkpoint_info
+    if switch_at is not None and completed < switch_at:
+        return None
+    if refiner is None or shared.sd_model.sd_checkpoint_info == refiner:
+        return None
+    if getattr(p, "enable_hr", False):
+        which = opts.hires_fix_refiner_pass
+        if which == ("first pass" if p.is_hr_pass else "second pass"):  # the other pass is the refiner's
+            return None
+        if which != "second pass":
+            p.extra_generation_params["Hires refiner"] = which
+    p.extra_generation_params.update({"Refiner": refiner.short_title, "Refiner switch at": switch_at})
+    return refiner
+
+
 def apply_refiner(cfg_denoiser, sigma=None) -> bool:
     """sd_samplers_common.apply_refiner, called by CFGDenoiser.forward before anything else of a call:
     once sampling has reached ``p.refiner_switch_at``, load the refiner checkpoint (not written to the
@@ -192,20 +211,9 @@ def apply_refiner(cfg_denoiser, sigma=None) -> bool:
     from modules import sd_models
 
     p = cfg_denoiser.p
-    completed = _completed_ratio(cfg_denoiser, sigma)  # notes "by sampling steps" even without a refiner
-    switch_at, refiner = p.refiner_switch_at, p.refiner_checkpoint_info
-    if switch_at is not None and completed < switch_at:
+    refiner = refiner_due(p, _completed_ratio(cfg_denoiser, sigma))  # notes "by sampling steps" even without one
+    if refiner is None:
         return False
-    if refiner is None or shared.sd_model.sd_checkpoint_info == refiner:
-        return False
-    if getattr(p, "enable_hr", False):
-        which = opts.hires_fix_refiner_pass
-        if which == ("first pass" if p.is_hr_pass else "second pass"):  # the other pass is the refiner's
-            return False
-        if which != "second pass":
-            p.extra_generation_params["Hires refiner"] = which
-
-    p.extra_generation_params.update({"Refiner": refiner.short_title, "Refiner switch at": switch_at})
     with sd_models.SkipWritingToConfig():
         sd_models.reload_model_weights(info=refiner)
     devices.torch_gc()
